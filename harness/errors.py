@@ -1,0 +1,58 @@
+"""The harness's exceptions: each names the problem and, where there is one, the fix.
+
+The CLI prints ``str(exc)`` as one line; helpers never exit the process themselves.
+"""
+
+from __future__ import annotations
+
+
+class HarnessError(Exception):
+    """Base of every error the harness raises on purpose."""
+
+    exit_code = 2
+
+    def __init__(self, problem: str, fix: str = "") -> None:
+        self.problem = problem
+        self.fix = fix
+        super().__init__(f"{problem} ({fix})" if fix else problem)
+
+
+class ConfigError(HarnessError):
+    """A user input (option, topology file, path) is wrong."""
+
+
+class KernelError(HarnessError):
+    """A kernel cannot be fetched, unpacked or used on the chosen platform."""
+
+
+class HostToolError(HarnessError):
+    """A host program the harness needs is missing or failed."""
+
+
+class AccelError(HarnessError):
+    """The requested accelerator does not work on this host."""
+
+
+class BootError(HarnessError):
+    """QEMU did not start, or the guest did not reach its control shell."""
+
+    def __init__(self, problem: str, fix: str = "", *, argv: tuple[str, ...] = (),
+                 console_tail: str = "") -> None:
+        super().__init__(problem, fix)
+        self.argv = argv
+        self.console_tail = console_tail
+
+
+class GuestError(HarnessError):
+    """The guest stopped answering, died, or a channel to it broke."""
+
+
+class CommandTimeout(GuestError):
+    """A guest command did not finish before its deadline."""
+
+    def __init__(self, command: str, timeout: float, partial: bytes = b"") -> None:
+        super().__init__(f"guest command timed out after {timeout:.1f}s: {command!r}",
+                         "raise the timeout, or check the guest console log")
+        self.command = command
+        self.timeout = timeout
+        self.partial = partial

@@ -1,0 +1,203 @@
+"""The guest image: an uncompressed initramfs (busybox, dropbear, the kernel modules the guest
+needs with their modules.dep closure, and the init from images/), cached by content hash.
+
+Uncompressed on purpose: under TCG the guest's own decompression is the slow part of a boot.
+"""
+
+from __future__ import annotations
+
+import lzma
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.elf.dynamic import DynamicSection
+from elftools.elf.elffile import ELFFile
+
+from . import cache, cpio, hostcmd
+from .errors import KernelError
+from .kernel import KernelArtifact
+from .moddep import ModuleNotFound, load_order, parse_modules_dep
+from .platforms import Platform
+
+IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
+MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
+
+
+@dataclass(frozen=True)
+class GuestImage:
+    path: Path
+    digest: str
+    host_key: str  # the guest's SSH host key, "ssh-ed25519 AAAA..."
+
+
+@dataclass(frozen=True)
+class Userland:
+    """Where the guest's user-space binaries come from: a sysroot of the guest's architecture."""
+
+    sysroot: Path
+    busybox: Path  # inside sysroot
+    dropbear: Path  # inside sysroot
+    triplet: str
+
+
+def host_userland(platform: Platform) -> Userland:
+    if platform.arch != os.uname().machine:
+        raise KernelError(f"no user space for {platform.arch} on this {os.uname().machine} host",
+                          "this platform is not supported on this host yet")
+    root = Path("/")
+    for rel in ("bin/busybox", "usr/sbin/dropbear"):
+        if not (root / rel).exists():
+            raise KernelError(f"/{rel} is missing",
+                              "run 'make deps' (it installs busybox-static and dropbear-bin)")
+    return Userland(root, root / "bin/busybox", root / "usr/sbin/dropbear",
+                    MULTIARCH[platform.arch])
+
+
+# ---------------------------------------------------------------------------------- ELF closure
+
+def _elf_deps(path: Path) -> tuple[str | None, list[str]]:
+    with path.open("rb") as f:
+        elf = ELFFile(f)
+        interp = None
+        for seg in elf.iter_segments():
+            if seg.header.p_type == "PT_INTERP":
+                interp = seg.get_interp_name()
+        needed = [t.needed for s in elf.iter_sections() if isinstance(s, DynamicSection)
+                  for t in s.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
+    return interp, needed
+
+
+def library_closure(binary: Path, userland: Userland) -> dict[str, Path]:
+    """Every shared object ``binary`` needs → its file in the sysroot (archive path → source).
+
+    Libraries go to /lib (the harness runs them with LD_LIBRARY_PATH=/lib); the interpreter to
+    the absolute path its PT_INTERP names.
+    """
+    search = [userland.sysroot / d for d in (f"lib/{userland.triplet}",
+                                             f"usr/lib/{userland.triplet}", "lib64", "lib")]
+    found: dict[str, Path] = {}
+    pending = [binary]
+    while pending:
+        interp, needed = _elf_deps(pending.pop())
+        if interp and interp.lstrip("/") not in found:
+            found[interp.lstrip("/")] = (userland.sysroot / interp.lstrip("/")).resolve()
+        for soname in needed:
+            if f"lib/{soname}" in found:
+                continue
+            src = next((d / soname for d in search if (d / soname).exists()), None)
+            if src is None:
+                raise KernelError(f"{binary.name} needs {soname}, not found in "
+                                  f"{userland.sysroot}", "run 'make deps'")
+            found[f"lib/{soname}"] = src.resolve()
+            pending.append(src.resolve())
+    return found
+
+
+# ---------------------------------------------------------------------------------- modules
+
+def _read_module(path: Path) -> bytes:
+    data = path.read_bytes()
+    if path.suffix == ".xz":
+        return lzma.decompress(data)
+    if path.suffix == ".zst":
+        return hostcmd.run_bytes(["zstd", "-dc", str(path)], what="zstd")
+    return data
+
+
+def module_entries(kernel: KernelArtifact, names: Sequence[str]) -> tuple[list[cpio.Entry], str]:
+    """Archive entries for ``names`` and their dependencies, plus the insmod list (in order)."""
+    if not names:
+        return [], ""
+    if kernel.modules_dir is None:
+        raise KernelError(f"kernel {kernel.release} has no modules directory but the guest "
+                          f"needs {', '.join(names)}", "pass --modules DIR")
+    deps = parse_modules_dep((kernel.modules_dir / "modules.dep").read_text())
+    builtin_file = kernel.modules_dir / "modules.builtin"
+    builtin = builtin_file.read_text().split() if builtin_file.exists() else []
+    try:
+        order = load_order(deps, names, builtin)
+    except ModuleNotFound as exc:
+        raise KernelError(f"module {exc.args[0]} is neither built into {kernel.release} nor in "
+                          "its modules.dep", "rebuild the kernel with it, or pick another kernel"
+                          ) from exc
+    entries, lines = [], []
+    for rel in order:
+        target = f"lib/modules/{kernel.release}/{rel.removesuffix('.xz').removesuffix('.zst')}"
+        entries.append(cpio.file(target, _read_module(kernel.modules_dir / rel)))
+        lines.append("/" + target)
+    return entries, "\n".join(lines) + "\n"
+
+
+# ---------------------------------------------------------------------------------- keys
+
+def host_key() -> tuple[Path, str]:
+    """The guest's dropbear host key (generated once per cache) and its public line."""
+    keyfile = cache.cache_root() / "keys" / "dropbear_ed25519_host_key"
+    keyfile.parent.mkdir(parents=True, exist_ok=True)
+
+    def generate(tmp: Path) -> None:
+        tmp.unlink()
+        hostcmd.run(["dropbearkey", "-t", "ed25519", "-f", str(tmp)], what="dropbearkey")
+
+    cache.ensure_file(keyfile, generate)
+    out = hostcmd.run(["dropbearkey", "-y", "-f", str(keyfile)], what="dropbearkey -y")
+    line = next((ln for ln in out.splitlines() if ln.startswith("ssh-ed25519 ")), None)
+    if line is None:
+        raise KernelError("dropbearkey printed no public key", f"delete {keyfile} and retry")
+    return keyfile, " ".join(line.split()[:2])
+
+
+# ---------------------------------------------------------------------------------- image
+
+def _dirs_for(paths: Iterable[str]) -> list[str]:
+    dirs: set[str] = set()
+    for p in paths:
+        parts = p.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            dirs.add("/".join(parts[:i]))
+    return sorted(dirs, key=lambda d: (d.count("/"), d))
+
+
+def image_entries(kernel: KernelArtifact, platform: Platform, userland: Userland,
+                  extra: Sequence[cpio.Entry] = ()) -> tuple[list[cpio.Entry], str]:
+    keyfile, public = host_key()
+    files: list[cpio.Entry] = [
+        cpio.file("init", (IMAGES_DIR / "init.sh").read_bytes(), 0o755),
+        cpio.file("etc/harness/agent.sh", (IMAGES_DIR / "agent.sh").read_bytes(), 0o644),
+        cpio.file("etc/passwd", (IMAGES_DIR / "passwd").read_bytes()),
+        cpio.file("etc/group", (IMAGES_DIR / "group").read_bytes()),
+        cpio.file("etc/shells", (IMAGES_DIR / "shells").read_bytes()),
+        cpio.file("etc/dropbear/dropbear_ed25519_host_key", keyfile.read_bytes(), 0o600),
+        cpio.file("bin/busybox", userland.busybox.read_bytes(), 0o755),
+        cpio.file("sbin/dropbear.bin", userland.dropbear.read_bytes(), 0o755),
+        cpio.file("sbin/dropbear", b"#!/bin/sh\nLD_LIBRARY_PATH=/lib exec /sbin/dropbear.bin "
+                  b"\"$@\"\n", 0o755),
+    ]
+    for target, src in sorted(library_closure(userland.dropbear, userland).items()):
+        files.append(cpio.file(target, src.read_bytes(), 0o755))
+    mods, order = module_entries(kernel, platform.guest_modules)
+    files += mods
+    files.append(cpio.file("etc/harness/modules", order.encode()))
+    files += extra
+    applets = hostcmd.run([str(userland.busybox), "--list"], what="busybox --list").split()
+    links = [cpio.symlink(f"bin/{a}", "busybox") for a in applets if a != "busybox"]
+    wanted_dirs = set(_dirs_for([e.name for e in files + links]))
+    wanted_dirs |= {"proc", "sys", "dev", "tmp", "run", "var", "mnt"}
+    wanted_dirs.discard("root")
+    dirs = [cpio.directory(d) for d in sorted(wanted_dirs, key=lambda d: (d.count("/"), d))]
+    entries = [*dirs, cpio.directory("root", 0o700), cpio.chardev("dev/console", 5, 1),
+               *files, *links]
+    return entries, public
+
+
+def build_image(kernel: KernelArtifact, platform: Platform,
+                extra: Sequence[cpio.Entry] = ()) -> GuestImage:
+    entries, public = image_entries(kernel, platform, host_userland(platform), extra)
+    data = cpio.archive(entries)
+    key = cache.digest([data])
+    path = cache.cache_root() / "images" / f"{platform.name}-{kernel.release}-{key}.cpio"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cache.ensure_file(path, lambda tmp: tmp.write_bytes(data))
+    return GuestImage(path, key, public)

@@ -1,0 +1,97 @@
+"""Frozen platform presets: one per emulated machine with an IOMMU (as kunit's qemu_configs).
+
+A preset is data only; :mod:`harness.qemu` turns it, plus a topology, into a literal argv.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .errors import ConfigError
+
+
+@dataclass(frozen=True)
+class InfraDevice:
+    """A device the harness itself places on the root bus (control channel, network)."""
+
+    qemu_driver: str
+    qemu_id: str
+    slot: int
+    pci_id: str  # "vendor:device" as the guest reads it from sysfs
+
+
+@dataclass(frozen=True)
+class FixedGroup:
+    """A group the machine model always forms, whatever the topology (bus address → PCI id)."""
+
+    members: tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class Platform:
+    name: str
+    arch: str  # uname -m of the guest
+    debian_arch: str  # dpkg architecture of its kernel packages
+    qemu_binary: str
+    machine: str  # the -M value
+    cpu_tcg: str
+    cpu_kvm: str
+    iommu_device: tuple[str, ...]  # -device value(s) creating the IOMMU, before any PCI device
+    console: str  # the kernel console device name in the guest
+    cmdline: tuple[str, ...]
+    root_bus: str
+    required_builtin: tuple[str, ...]  # kernel options that must be =y for the IOMMU to exist
+    required_any: tuple[str, ...]  # options that must be y or m (modules the guest loads)
+    guest_modules: tuple[str, ...]  # module names loaded at boot, closure from modules.dep
+    infra: tuple[InfraDevice, ...]
+    fixed_groups: tuple[FixedGroup, ...]
+    default_domain_type: str  # what /sys/kernel/iommu_groups/N/type reads for our devices
+    memory_mb: int = 512
+    kvm_capable_host_arch: str = "x86_64"
+    user_slots: tuple[int, int] = (1, 0x17)  # root-bus slots a topology may use
+
+
+_X86_INFRA = (
+    InfraDevice("virtio-serial-pci", "vser0", 0x18, "1af4:1003"),
+    InfraDevice("virtio-net-pci", "net0dev", 0x19, "1af4:1000"),
+)
+
+X86_64_VTD = Platform(
+    name="x86_64-vtd",
+    arch="x86_64",
+    debian_arch="amd64",
+    qemu_binary="qemu-system-x86_64",
+    # kernel-irqchip=split is required by intel-iommu's interrupt remapping (QEMU docs,
+    # docs/devel/... "intremap=on requires kernel-irqchip=off|split").
+    machine="q35,kernel-irqchip=split",
+    cpu_tcg="max",
+    cpu_kvm="host",
+    iommu_device=("intel-iommu,intremap=on,caching-mode=on",),
+    console="ttyS0",
+    cmdline=("console=ttyS0,115200", "intel_iommu=on", "panic=-1", "oops=panic",
+             "tsc=reliable", "no_timer_check", "random.trust_cpu=on"),
+    root_bus="pcie.0",
+    required_builtin=("CONFIG_PCI", "CONFIG_IOMMU_SUPPORT", "CONFIG_INTEL_IOMMU",
+                      "CONFIG_IRQ_REMAP", "CONFIG_SERIAL_8250_CONSOLE",
+                      "CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS"),
+    required_any=("CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE", "CONFIG_VIRTIO_NET"),
+    guest_modules=("virtio_pci", "virtio_console", "virtio_net"),
+    infra=_X86_INFRA,
+    fixed_groups=(
+        FixedGroup((("0000:00:00.0", "8086:29c0"),)),
+        # The ICH9 functions q35 always creates share one group (no ACS between them).
+        FixedGroup((("0000:00:1f.0", "8086:2918"), ("0000:00:1f.2", "8086:2922"),
+                    ("0000:00:1f.3", "8086:2930"))),
+    ),
+    default_domain_type="DMA",
+)
+
+PLATFORMS: dict[str, Platform] = {p.name: p for p in (X86_64_VTD,)}
+
+
+def get_platform(name: str) -> Platform:
+    try:
+        return PLATFORMS[name]
+    except KeyError:
+        known = ", ".join(sorted(PLATFORMS))
+        raise ConfigError(f"unknown platform {name!r}", f"choose one of: {known}") from None

@@ -1,0 +1,167 @@
+"""IOMMU groups read from the guest's sysfs, and their comparison with a prediction (pure).
+
+The guest runs :data:`GROUPS_SCRIPT`; :func:`parse_groups` turns its output into values.
+Layout read: /sys/kernel/iommu_groups/N/{type,devices/*} (Documentation/ABI/testing/
+sysfs-kernel-iommu_groups) and /sys/bus/pci/devices/*/{vendor,device,driver}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from .topology import PredictedGroup
+
+# One line per member: "G <group> <type>" then "D <bdf> <vendor> <device> <driver or ->".
+GROUPS_SCRIPT = r"""
+for g in /sys/kernel/iommu_groups/*; do
+  [ -d "$g" ] || continue
+  t=$(cat "$g/type" 2>/dev/null || echo none)
+  echo "G ${g##*/} $t"
+  for d in "$g"/devices/*; do
+    [ -e "$d" ] || continue
+    v=$(cat "$d/vendor" 2>/dev/null || echo -); i=$(cat "$d/device" 2>/dev/null || echo -)
+    drv=-; [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
+    echo "D ${d##*/} $v $i $drv"
+  done
+done
+"""
+
+
+class GroupsParseError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class GroupMember:
+    bdf: str
+    pci_id: str
+    driver: str | None
+
+
+@dataclass(frozen=True)
+class IommuGroup:
+    id: int
+    type: str
+    members: tuple[GroupMember, ...]
+
+    @property
+    def bdfs(self) -> frozenset[str]:
+        return frozenset(m.bdf for m in self.members)
+
+
+def _hex_id(value: str) -> str:
+    return value[2:] if value.startswith("0x") else value
+
+
+def parse_groups(text: str) -> tuple[IommuGroup, ...]:
+    groups: list[IommuGroup] = []
+    current: tuple[int, str] | None = None
+    members: list[GroupMember] = []
+
+    def flush() -> None:
+        if current is not None:
+            groups.append(IommuGroup(current[0], current[1], tuple(members)))
+
+    for lineno, line in enumerate(text.splitlines(), 1):
+        fields = line.split()
+        if not fields:
+            continue
+        if fields[0] == "G" and len(fields) == 3 and fields[1].isdigit():
+            flush()
+            current, members = (int(fields[1]), fields[2]), []
+        elif fields[0] == "D" and len(fields) == 5 and current is not None:
+            _, bdf, vendor, device, driver = fields
+            members.append(GroupMember(bdf, f"{_hex_id(vendor)}:{_hex_id(device)}",
+                                       None if driver == "-" else driver))
+        else:
+            raise GroupsParseError(f"line {lineno}: unexpected {line!r}")
+    flush()
+    return tuple(sorted(groups, key=lambda g: g.id))
+
+
+@dataclass(frozen=True)
+class GroupMatch:
+    predicted: PredictedGroup
+    actual: IommuGroup
+    problems: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class GroupComparison:
+    matches: tuple[GroupMatch, ...] = ()
+    missing: tuple[PredictedGroup, ...] = ()
+    unexpected: tuple[IommuGroup, ...] = ()
+    notes: tuple[str, ...] = field(default=())
+
+    @property
+    def ok(self) -> bool:
+        return not self.missing and not self.unexpected and all(
+            not m.problems for m in self.matches)
+
+
+def compare_groups(predicted: Sequence[PredictedGroup],
+                   actual: Sequence[IommuGroup]) -> GroupComparison:
+    """Pair groups by their member set; then compare PCI ids and default domain types."""
+    by_members = {g.bdfs: g for g in actual}
+    matches: list[GroupMatch] = []
+    missing: list[PredictedGroup] = []
+    used: set[int] = set()
+    for pred in predicted:
+        act = by_members.get(pred.bdfs)
+        if act is None:
+            missing.append(pred)
+            continue
+        used.add(act.id)
+        problems = []
+        if pred.type and act.type != pred.type:
+            problems.append(f"type {act.type}, predicted {pred.type}")
+        ids = {m.bdf: m.pci_id for m in act.members}
+        for m in pred.members:
+            if ids[m.bdf] != m.pci_id:
+                problems.append(f"{m.bdf} is {ids[m.bdf]}, predicted {m.pci_id}")
+        matches.append(GroupMatch(pred, act, tuple(problems)))
+    unexpected = tuple(g for g in actual if g.id not in used)
+    return GroupComparison(tuple(matches), tuple(missing), unexpected)
+
+
+def format_comparison(cmp: GroupComparison) -> str:
+    """A table a person reads: actual groups with the prediction beside them."""
+    lines = [f"{'group':>5}  {'type':<8} {'device':<13} {'pci id':<10} {'driver':<16} prediction"]
+    for m in sorted(cmp.matches, key=lambda m: m.actual.id):
+        verdict = "ok" if not m.problems else "MISMATCH: " + "; ".join(m.problems)
+        names = {p.bdf: p.name for p in m.predicted.members}
+        for i, mem in enumerate(m.actual.members):
+            label = names.get(mem.bdf, "")
+            lines.append(f"{m.actual.id if i == 0 else '':>5}  {m.actual.type if i == 0 else '':<8} "
+                         f"{mem.bdf[5:]:<13} {mem.pci_id:<10} {mem.driver or '-':<16} "
+                         f"{(verdict if i == 0 else '')} {label}".rstrip())
+    for g in cmp.unexpected:
+        for i, mem in enumerate(g.members or (GroupMember("-", "-", None),)):
+            lines.append(f"{g.id if i == 0 else '':>5}  {g.type if i == 0 else '':<8} "
+                         f"{mem.bdf[5:]:<13} {mem.pci_id:<10} {mem.driver or '-':<16} "
+                         f"{'UNEXPECTED: not predicted' if i == 0 else ''}".rstrip())
+    for p in cmp.missing:
+        members = ", ".join(f"{m.bdf[5:]} ({m.name or m.pci_id})" for m in p.members)
+        lines.append(f"{'-':>5}  {p.type:<8} MISSING predicted group: {members}")
+    lines.append("groups match the prediction" if cmp.ok else "groups DIFFER from the prediction")
+    return "\n".join(lines)
+
+
+def comparison_json(cmp: GroupComparison) -> dict[str, object]:
+    def actual(g: IommuGroup) -> dict[str, object]:
+        return {"id": g.id, "type": g.type,
+                "devices": [{"bdf": m.bdf, "pci_id": m.pci_id, "driver": m.driver}
+                            for m in g.members]}
+
+    def predicted(p: PredictedGroup) -> dict[str, object]:
+        return {"type": p.type, "devices": [{"bdf": m.bdf, "pci_id": m.pci_id, "name": m.name}
+                                            for m in p.members]}
+
+    return {
+        "ok": cmp.ok,
+        "groups": [dict(actual(m.actual), predicted=predicted(m.predicted),
+                        problems=list(m.problems)) for m in cmp.matches],
+        "unexpected": [actual(g) for g in cmp.unexpected],
+        "missing": [predicted(p) for p in cmp.missing],
+    }

@@ -1,0 +1,30 @@
+# The control agent, run by init on the virtio console with it as controlling tty.
+# One command per line: "<token> <base64 of the script>". Each reply is framed with \036 (ASCII
+# RS) markers that carry the token, so neither an echo nor the command's output can forge them:
+#   \036B<token>\036 <stdout> \036E<token>\036 <stderr> \036X<token> <exit code>\036
+# The tty passes output bytes untouched (-opost), never echoes, and turns ^C into SIGINT (isig):
+# the harness interrupts a command that overran its deadline that way.
+stty -echo -icanon -opost -icrnl -ixon -iexten isig min 1 time 0
+t=${HARNESS_TMP:-/tmp}  # where the agent keeps the current script and its stderr
+trap 'intr=1' INT
+printf '\036HELLO\036\n'
+while :; do
+  read -r token script
+  st=$?
+  [ $st -gt 128 ] && continue  # a late ^C interrupted read itself: wait for the next line
+  [ $st -ne 0 ] && break
+  [ -n "$token" ] || continue
+  intr=0
+  printf '%s' "$script" | base64 -d > "$t/.cmd"
+  printf '\036B%s\036' "$token"
+  # Its own session and process group: on ^C the agent's trap interrupts wait and the whole
+  # group is killed (an asynchronous list would ignore SIGINT itself).
+  setsid sh "$t/.cmd" < /dev/null 2> "$t/.err" &
+  pid=$!
+  wait $pid
+  rc=$?
+  [ $intr = 1 ] && kill -KILL -$pid 2> /dev/null
+  printf '\036E%s\036' "$token"
+  cat "$t/.err"
+  printf '\036X%s %d\036' "$token" "$rc"
+done
