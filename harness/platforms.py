@@ -14,6 +14,7 @@ from .errors import ConfigError
 class InfraDevice:
     """A device the harness itself places on the root bus (control channel, network)."""
 
+    role: str  # "control" (virtio console for the agent) or "network" (SSH)
     qemu_driver: str
     qemu_id: str
     slot: int
@@ -52,8 +53,8 @@ class Platform:
 
 
 _X86_INFRA = (
-    InfraDevice("virtio-serial-pci", "vser0", 0x18, "1af4:1003"),
-    InfraDevice("virtio-net-pci", "net0dev", 0x19, "1af4:1000"),
+    InfraDevice("control", "virtio-serial-pci", "vser0", 0x18, "1af4:1003"),
+    InfraDevice("network", "virtio-net-pci", "net0dev", 0x19, "1af4:1000"),
 )
 
 X86_64_VTD = Platform(

@@ -64,6 +64,10 @@ class SerialShell:
         except CommandTimeout:
             self._broken = f"command {command!r} ignored the interrupt"
 
+    def post(self, command: str) -> None:
+        """Send a command without waiting for its reply (for one that ends the guest)."""
+        self._write(framing.request(framing.new_token(), command))
+
     def _write(self, data: bytes) -> None:
         try:
             self._child.send(data)

@@ -1,0 +1,189 @@
+"""A running guest: boot, run commands, read dmesg and IOMMU groups, power off.
+
+``with Guest(config) as g:`` boots on entry and always stops and reaps QEMU on exit, whatever
+happened inside; QEMU also dies with the harness process (see :mod:`harness.qemu`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from .channels import Result
+from .channels.serial import SerialShell
+from .channels.ssh import SSHShell, generate_client_key, public_line
+from .deadline import Deadline
+from .errors import BootError, GuestError, HarnessError
+from .image import GuestImage
+from .kernel import KernelArtifact
+from .platforms import Platform
+from .qemu import LaunchSpec, QemuProcess, build_argv, shell_quoted
+from .sysfs import GROUPS_SCRIPT, IommuGroup, parse_groups
+from .topology import Topology
+
+log = logging.getLogger(__name__)
+
+CONSOLE_TAIL_LINES = 40
+
+
+@dataclass(frozen=True)
+class GuestConfig:
+    platform: Platform
+    kernel: KernelArtifact
+    image: GuestImage
+    topology: Topology
+    accel: str
+    out_dir: Path  # this guest's own folder: console log, argv, QEMU's stderr
+    boot_timeout: float = 90.0
+    extra_append: tuple[str, ...] = ()
+
+
+class Guest:
+    def __init__(self, config: GuestConfig) -> None:
+        self.config = config
+        self.out_dir = config.out_dir
+        self.console_log = config.out_dir / "console.log"
+        self._sockdir: Path | None = None
+        self.qemu: QemuProcess | None = None
+        self.serial: SerialShell | None = None
+        self._ssh: SSHShell | None = None
+        self._ssh_key = generate_client_key()
+        self._transcript = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def __enter__(self) -> Guest:
+        try:
+            self.boot()
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def boot(self) -> None:
+        cfg = self.config
+        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        # Unix socket paths are limited to 108 bytes: keep them in a short private directory.
+        self._sockdir = Path(tempfile.mkdtemp(prefix="ih-"))
+        key = public_line(self._ssh_key).replace(" ", ":", 1)
+        spec = LaunchSpec(
+            platform=cfg.platform, topology=cfg.topology, kernel=cfg.kernel.boot_image,
+            initrd=cfg.image.path,
+            append=(*cfg.platform.cmdline, *cfg.extra_append, f"harness.sshkey={key}"),
+            accel=cfg.accel, console_log=self.console_log,
+            qmp_socket=self._sockdir / "qmp.sock", control_socket=self._sockdir / "ctl.sock")
+        argv = build_argv(spec)
+        (cfg.out_dir / "qemu.argv").write_text(shell_quoted(argv) + "\n")
+        log.info("launching: %s", shell_quoted(argv))
+        deadline = Deadline.after(cfg.boot_timeout)
+        self.qemu = QemuProcess(spec, argv, cfg.out_dir / "qemu.stderr")
+        self.qemu.start(deadline)
+        assert self.qemu.control is not None
+        self._transcript = (cfg.out_dir / "control.log").open("wb")
+        self.serial = SerialShell(self.qemu.control.fileno(), transcript=self._transcript)
+        try:
+            self.serial.wait_ready(deadline)
+        except HarnessError as exc:
+            raise BootError(f"guest did not reach its control shell within "
+                            f"{cfg.boot_timeout:.0f}s", f"see {self.console_log}",
+                            argv=argv, console_tail=self.console_tail()) from exc
+
+    def close(self) -> None:
+        """Power off cleanly if the guest still answers, else QMP quit, else kill; always reap."""
+        if self._ssh is not None:
+            self._ssh.close()
+            self._ssh = None
+        if self.qemu is not None:
+            if self.serial is not None and not self.qemu.exited:
+                try:
+                    self.serial.post("poweroff -f")
+                except GuestError:
+                    pass
+                self.qemu.wait(Deadline.after(3.0))
+            if not self.qemu.exited:
+                self.qemu.quit(Deadline.after(2.0))
+            self.qemu.kill()
+            self.qemu = None
+        self.serial = None
+        if self._transcript is not None:
+            self._transcript.close()
+            self._transcript = None
+        if self._sockdir is not None:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = None
+
+    # ------------------------------------------------------------------ commands
+    def run(self, command: str, timeout: float = 60.0) -> Result:
+        if self.serial is None:
+            raise GuestError("the guest is not running", "boot it first")
+        return self.serial.run(command, timeout)
+
+    def check(self, command: str, timeout: float = 60.0) -> str:
+        """Run a command that must succeed; return its output as text."""
+        result = self.run(command, timeout)
+        if result.exit_code != 0:
+            raise GuestError(f"guest command failed with exit {result.exit_code}: {command!r}: "
+                             f"{result.stderr.decode(errors='replace').strip()[-300:]}")
+        return result.text
+
+    @property
+    def ssh(self) -> SSHShell:
+        """The SSH transport, connected on first use (dropbear starts after the agent)."""
+        if self._ssh is None:
+            port = self.forward_ssh()
+            shell = SSHShell(port, self._ssh_key, self.config.image.host_key)
+            shell.connect(Deadline.after(60.0))
+            self._ssh = shell
+        return self._ssh
+
+    def forward_ssh(self) -> int:
+        """Forward a free 127.0.0.1 port to the guest's port 22; return it.
+
+        Asking slirp for port 0 lets the host kernel pick a free port with no race between
+        harness runs; ``info usernet`` then shows which one it is.
+        """
+        if self.qemu is None or self.qemu.qmp is None:
+            raise GuestError("the guest is not running", "boot it first")
+        qmp = self.qemu.qmp
+        err = qmp.cmd("human-monitor-command", **{"command-line": "hostfwd_add net0 tcp:127.0.0.1:0-:22"})
+        if err:
+            raise GuestError(f"QEMU refused the SSH forward: {str(err).strip()}")
+        table = str(qmp.cmd("human-monitor-command", **{"command-line": "info usernet"}))
+        port = parse_forwarded_port(table, guest_port=22)
+        if port is None:
+            raise GuestError(f"no SSH forward in QEMU's table: {table.strip()!r}")
+        return port
+
+    # ------------------------------------------------------------------ state
+    def dmesg(self) -> str:
+        return self.check("dmesg")
+
+    def groups(self) -> tuple[IommuGroup, ...]:
+        return parse_groups(self.check(GROUPS_SCRIPT))
+
+    def console_tail(self, lines: int = CONSOLE_TAIL_LINES) -> str:
+        try:
+            text = self.console_log.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+
+def parse_forwarded_port(info_usernet: str, guest_port: int) -> int | None:
+    """The host port of a TCP host forward to ``guest_port`` in ``info usernet`` output.
+
+    Rows look like ``  TCP[HOST_FORWARD]  13  127.0.0.1  34567  10.0.2.15  22  0  0``.
+    """
+    for line in info_usernet.splitlines():
+        m = re.match(r"\s*TCP\[HOST_FORWARD\]\s+\d+\s+(\S+)\s+(\d+)\s+(\S+)\s+(\d+)", line)
+        if m and int(m.group(4)) == guest_port and int(m.group(2)) != 0:
+            return int(m.group(2))
+    return None

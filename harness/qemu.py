@@ -1,0 +1,216 @@
+"""QEMU: the argv built from a platform preset and a topology (pure), and the process lifecycle.
+
+The argv is a literal list, never a shell string; :func:`shell_quoted` renders it for logs so a
+user can paste it. The harness listens on the QMP and control sockets before QEMU starts and
+QEMU connects to them as a client, so nothing the guest says is lost and nothing is polled.
+"""
+
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import select
+import shlex
+import signal
+import socket
+import subprocess
+import weakref
+from dataclasses import dataclass
+from pathlib import Path
+
+from qemu.qmp.legacy import QEMUMonitorProtocol
+
+from .deadline import Deadline
+from .errors import BootError
+from .platforms import InfraDevice, Platform
+from .topology import Topology, device_args
+
+
+@dataclass(frozen=True)
+class LaunchSpec:
+    platform: Platform
+    topology: Topology
+    kernel: Path
+    initrd: Path
+    append: tuple[str, ...]
+    accel: str  # "tcg" or "kvm"
+    console_log: Path
+    qmp_socket: Path
+    control_socket: Path
+    smp: int = 1
+
+
+def build_argv(spec: LaunchSpec) -> tuple[str, ...]:
+    p = spec.platform
+    accel = ("-accel", "kvm", "-cpu", p.cpu_kvm) if spec.accel == "kvm" else \
+        ("-accel", "tcg,thread=multi", "-cpu", p.cpu_tcg)
+    argv: list[str] = [
+        p.qemu_binary, "-name", f"iommu-harness-{p.name}",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-M", p.machine, *accel, "-smp", str(spec.smp), "-m", str(p.memory_mb),
+        "-kernel", str(spec.kernel), "-initrd", str(spec.initrd),
+        "-append", " ".join(spec.append),
+        "-chardev", f"file,id=console,path={spec.console_log}",
+        "-serial", "chardev:console",
+        "-chardev", f"socket,id=qmp,path={spec.qmp_socket}",
+        "-mon", "chardev=qmp,mode=control",
+    ]
+    # The vIOMMU must exist before any PCI device is created (QEMU refuses otherwise).
+    for dev in p.iommu_device:
+        argv += ["-device", dev]
+    argv += ["-chardev", f"socket,id=ctl,path={spec.control_socket}"]
+    for infra in p.infra:
+        argv += _infra_args(infra, p.root_bus)
+    argv += device_args(spec.topology, p)
+    return tuple(argv)
+
+
+def _infra_args(infra: InfraDevice, bus: str) -> list[str]:
+    device = f"{infra.qemu_driver},id={infra.qemu_id},bus={bus},addr={infra.slot:#x}"
+    if infra.role == "control":
+        return ["-device", device,
+                "-device", f"virtconsole,bus={infra.qemu_id}.0,chardev=ctl,name=ctl"]
+    if infra.role == "network":
+        # User networking; SSH is forwarded later over QMP, on 127.0.0.1 only.
+        return ["-netdev", "user,id=net0", "-device", f"{device},netdev=net0"]
+    raise ValueError(f"unknown infrastructure role {infra.role!r}")
+
+
+def shell_quoted(argv: tuple[str, ...]) -> str:
+    return shlex.join(argv)
+
+
+# ---------------------------------------------------------------------------------- lifecycle
+
+_PR_SET_PDEATHSIG = 1
+_live: weakref.WeakSet[QemuProcess] = weakref.WeakSet()
+
+
+def _die_with_parent(parent: int) -> None:
+    """In the child before exec: SIGKILL when the harness dies, even by SIGKILL."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+@atexit.register
+def _kill_survivors() -> None:
+    for proc in list(_live):
+        proc.kill()
+
+
+class QemuProcess:
+    """One QEMU: started with sockets already listening, stopped and reaped exactly once."""
+
+    def __init__(self, spec: LaunchSpec, argv: tuple[str, ...], stderr_log: Path) -> None:
+        self.spec = spec
+        self.argv = argv
+        self._stderr_log = stderr_log
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._pidfd = -1
+        self.qmp: QEMUMonitorProtocol | None = None
+        self.control: socket.socket | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, deadline: Deadline) -> None:
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            listener.bind(str(self.spec.control_socket))
+            listener.listen(1)
+            self.qmp = QEMUMonitorProtocol(str(self.spec.qmp_socket), server=True)
+            parent = os.getpid()
+            with self._stderr_log.open("wb") as err:
+                self._proc = subprocess.Popen(
+                    self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
+                    start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+            _live.add(self)
+            self._pidfd = os.pidfd_open(self._proc.pid)
+            self.control = self._accept(listener, deadline)
+            self.qmp.accept(timeout=max(0.1, deadline.remaining))
+        except BootError:
+            self.kill()
+            raise
+        except Exception as exc:
+            self.kill()
+            raise BootError(f"QEMU did not start: {exc}", "see the QEMU log",
+                            argv=self.argv, console_tail=self.stderr_text()) from exc
+        finally:
+            listener.close()
+
+    def _accept(self, listener: socket.socket, deadline: Deadline) -> socket.socket:
+        ready, _, _ = select.select([listener, self._pidfd], [], [], deadline.remaining)
+        if self._pidfd in ready or not ready:
+            why = "exited" if self._pidfd in ready else "did not connect in time"
+            raise BootError(f"QEMU {why}: {self.stderr_text().strip()[-400:]}",
+                            "check the command line and that QEMU is installed (make deps)",
+                            argv=self.argv)
+        conn, _ = listener.accept()
+        return conn
+
+    def stderr_text(self) -> str:
+        try:
+            return self._stderr_log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def wait(self, deadline: Deadline) -> bool:
+        """True once the process has exited (without reaping it)."""
+        if self._proc is None or self._proc.returncode is not None:
+            return True
+        ready, _, _ = select.select([self._pidfd], [], [], deadline.remaining)
+        return bool(ready)
+
+    @property
+    def exited(self) -> bool:
+        return self._proc is None or self._proc.poll() is not None
+
+    def quit(self, deadline: Deadline) -> bool:
+        """Ask QEMU to quit over QMP; True if it exited before the deadline."""
+        if self.qmp is None or self.exited:
+            return self.exited
+        try:
+            self.qmp.settimeout(max(0.1, deadline.remaining))
+            self.qmp.cmd("quit")
+        except Exception:  # noqa: BLE001 - QMP may already be gone; kill follows
+            pass
+        return self.wait(deadline)
+
+    def kill(self) -> None:
+        """SIGKILL and reap; safe to call more than once."""
+        if self._proc is not None:
+            if self._proc.poll() is None:
+                try:
+                    os.killpg(self._proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            self._proc.wait()
+        _live.discard(self)
+        for closer in (self._close_qmp, self._close_control, self._close_pidfd):
+            closer()
+
+    def _close_qmp(self) -> None:
+        if self.qmp is not None:
+            try:
+                self.qmp.close()
+            except Exception:  # noqa: BLE001 - closing a dead monitor
+                pass
+            self.qmp = None
+
+    def _close_control(self) -> None:
+        if self.control is not None:
+            self.control.close()
+            self.control = None
+
+    def _close_pidfd(self) -> None:
+        if self._pidfd >= 0:
+            os.close(self._pidfd)
+            self._pidfd = -1
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.returncode if self._proc else None
