@@ -121,35 +121,36 @@ def _debian_kernel(spec: str, series: str, platform: Platform) -> KernelArtifact
             hostcmd.run(["dpkg", "-x", str(deb), str(root)], what=f"dpkg -x {deb.name}")
         hostcmd.run(["depmod", "-b", str(root), release], what="depmod")
         shutil.rmtree(debs)
-        _prepare_boot_image(root / "boot" / f"vmlinuz-{release}", tmp / "vmlinux", platform,
-                            parse_config((root / "boot" / f"config-{release}").read_text()))
 
     entry.parent.mkdir(parents=True, exist_ok=True)
     cache.ensure_dir(entry, build)
     root = entry / "root"
     image = root / "boot" / f"vmlinuz-{release}"
-    pvh = entry / "vmlinux"
+    config_path = root / "boot" / f"config-{release}"
     artifact = KernelArtifact(
         spec=spec, release=release, debian_arch=arch, image=image,
-        boot_image=pvh if pvh.exists() else image,
-        config_path=root / "boot" / f"config-{release}",
+        boot_image=boot_image(image, entry / "vmlinux", platform, config_path),
+        config_path=config_path,
         modules_dir=root / "lib" / "modules" / release,
         kbuild_dir=root / "usr" / "src" / f"linux-headers-{release}")
     check_kernel(artifact, platform)
     return artifact
 
 
-def _prepare_boot_image(image: Path, out: Path, platform: Platform,
-                        config: dict[str, str]) -> None:
-    """On x86 with CONFIG_PVH, write the uncompressed vmlinux QEMU boots without decompressing."""
-    if platform.arch != "x86_64" or config.get("CONFIG_PVH") != "y":
-        return
+def boot_image(image: Path, vmlinux: Path, platform: Platform, config_path: Path) -> Path:
+    """What QEMU should boot: on x86 with CONFIG_PVH, the uncompressed vmlinux (extracted once
+    into ``vmlinux``), which QEMU enters directly without the guest decompressing itself."""
+    if vmlinux.is_file():
+        return vmlinux
+    if platform.arch != "x86_64" or parse_config(config_path.read_text()).get("CONFIG_PVH") != "y":
+        return image
     try:
         elf = extract_vmlinux(image.read_bytes())
     except VmlinuxError:
-        return  # boot the bzImage as it is: slower, still correct
-    if has_pvh_note(elf):
-        out.write_bytes(elf)
+        return image  # boot the bzImage as it is: slower, still correct
+    if not has_pvh_note(elf):
+        return image
+    return cache.ensure_file(vmlinux, lambda tmp: tmp.write_bytes(elf))
 
 
 # ---------------------------------------------------------------------------------- prebuilt
@@ -176,14 +177,11 @@ def _prebuilt_kernel(spec: str, platform: Platform, headers: Path | None,
         raise ConfigError(f"--modules {modules} has no modules.dep",
                           f"pass lib/modules/{release} of an installed tree (run depmod)")
     key = cache.digest([str(image.resolve()), str(image.stat().st_mtime_ns), release])
-    entry = cache.cache_root() / "prebuilt" / key
-    config = parse_config(config_path.read_text())
-    cache.ensure_dir(entry, lambda tmp: _prepare_boot_image(image, tmp / "vmlinux", platform,
-                                                            config))
-    pvh = entry / "vmlinux"
+    vmlinux = cache.cache_root() / "prebuilt" / f"{key}.vmlinux"
+    vmlinux.parent.mkdir(parents=True, exist_ok=True)
     artifact = KernelArtifact(
         spec=spec, release=release, debian_arch=platform.debian_arch, image=image,
-        boot_image=pvh if pvh.exists() else image, config_path=config_path,
+        boot_image=boot_image(image, vmlinux, platform, config_path), config_path=config_path,
         modules_dir=modules, kbuild_dir=headers)
     check_kernel(artifact, platform)
     return artifact

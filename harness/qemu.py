@@ -73,7 +73,8 @@ def _infra_args(infra: InfraDevice, bus: str) -> list[str]:
                 "-device", f"virtconsole,bus={infra.qemu_id}.0,chardev=ctl,name=ctl"]
     if infra.role == "network":
         # User networking; SSH is forwarded later over QMP, on 127.0.0.1 only.
-        return ["-netdev", "user,id=net0", "-device", f"{device},netdev=net0"]
+        # romfile= skips the iPXE option ROM: the guest boots from -kernel, never the network.
+        return ["-netdev", "user,id=net0", "-device", f"{device},netdev=net0,romfile="]
     raise ValueError(f"unknown infrastructure role {infra.role!r}")
 
 

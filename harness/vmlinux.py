@@ -10,7 +10,9 @@ magic at 0x202, the protocol version at 0x206, and from protocol 2.08 ``payload_
 from __future__ import annotations
 
 import lzma
+import shutil
 import struct
+import subprocess
 import zlib
 
 ELF_MAGIC = b"\x7fELF"
@@ -40,8 +42,21 @@ def decompress(data: bytes) -> bytes:
     if data.startswith(b"\x1f\x8b"):
         return zlib.decompressobj(wbits=16 + zlib.MAX_WBITS).decompress(data)
     if data.startswith(b"\x28\xb5\x2f\xfd"):
-        raise VmlinuxError("zstd-compressed kernel: decompress with the zstd tool")
+        return _zstd(data)
     raise VmlinuxError(f"unknown kernel compression (magic {data[:6].hex()})")
+
+
+def _zstd(data: bytes) -> bytes:
+    """The standard library has no zstd before Python 3.14: use the zstd program."""
+    tool = shutil.which("zstd")
+    if tool is None:
+        raise VmlinuxError("zstd-compressed kernel and no zstd program (apt-get install zstd)")
+    # The kernel appends its uncompressed size after the frame; zstd -d stops at the frame end
+    # but then complains about the trailing bytes, so the output is taken whatever it says.
+    proc = subprocess.run([tool, "-dcq"], input=data, capture_output=True, check=False)
+    if not proc.stdout:
+        raise VmlinuxError(f"zstd failed: {proc.stderr.decode(errors='replace').strip()}")
+    return proc.stdout
 
 
 def extract_vmlinux(bzimage: bytes) -> bytes:

@@ -1,0 +1,39 @@
+# The two commands a user needs: `make run` and `make test`. Both install what is missing first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: deps run test unit integration lint bench clean
+
+deps: $(STAMP)
+	@./images/setup-host.sh
+
+$(STAMP): pyproject.toml
+	@./images/setup-host.sh
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	@rm -f $(VENV)/.stamp-* && touch $@
+
+# Boots the default guest and shows its IOMMU groups against the topology's prediction.
+run: deps
+	$(VENV)/bin/iommu-harness groups --platform x86_64-vtd --kernel debian:6.1
+
+lint: deps
+	$(VENV)/bin/ruff check harness tests bench
+	$(VENV)/bin/mypy harness
+
+unit: deps
+	$(PY) -m pytest tests/unit -q
+
+integration: deps
+	$(PY) -m pytest tests/integration -q
+
+test: lint
+	$(PY) -m pytest tests -q
+
+bench: deps
+	$(PY) bench/boot.py
+
+clean:
+	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,176 @@
+"""The ``iommu-harness`` command line: every error becomes one line and an exit code."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import select
+import signal
+import sys
+import termios
+import time
+import tty
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+
+from .accel import ACCELS
+from .errors import HarnessError
+from .guest import Guest
+from .platforms import PLATFORMS
+from .prepare import DEFAULT_TOPOLOGY, GuestRequest, prepare
+from .sysfs import compare_groups, comparison_json, format_comparison
+from .topology import predict_groups
+
+EXIT_MISMATCH = 1
+EXIT_HARNESS = 2
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--platform", default="x86_64-vtd", choices=sorted(PLATFORMS),
+                   help="emulated machine and IOMMU (default: %(default)s)")
+    p.add_argument("--kernel", default="debian:6.1",
+                   help="debian:6.1, debian:6.12, or the path of a kernel image "
+                        "(default: %(default)s)")
+    p.add_argument("--headers", type=Path, help="kbuild tree of a --kernel PATH image")
+    p.add_argument("--modules", type=Path, help="lib/modules/<release> of a --kernel PATH image")
+    p.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY,
+                   help="topology TOML file (default: the built-in two-singletons-and-a-bridge)")
+    p.add_argument("--accel", default="auto", choices=ACCELS,
+                   help="auto uses KVM only once a probe proved it works (default: auto)")
+    p.add_argument("--out", type=Path, help="output folder for logs (default: $IOMMU_HARNESS_OUT "
+                                            "or ./out)")
+    p.add_argument("--boot-timeout", type=float, default=90.0, metavar="SECONDS")
+    p.add_argument("-v", "--verbose", action="store_true", help="log the QEMU command line")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="iommu-harness",
+        description="Boot QEMU guests with an emulated IOMMU and test the kernel's attach APIs.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    boot = sub.add_parser("boot", help="boot a guest, run CMD in it, exit with CMD's exit code")
+    _common(boot)
+    boot.add_argument("--timeout", type=float, default=300.0, help="CMD's timeout in seconds")
+    boot.add_argument("--ssh", action="store_true", help="run CMD over SSH, not the console")
+    boot.add_argument("cmd", nargs=argparse.REMAINDER, help="-- CMD ARGS...")
+    groups = sub.add_parser("groups", help="print the guest's IOMMU groups beside the prediction")
+    _common(groups)
+    groups.add_argument("--json", action="store_true", help="machine-readable output")
+    shell = sub.add_parser("shell", help="an interactive shell in a fresh guest (over SSH)")
+    _common(shell)
+    return parser
+
+
+def _request(args: argparse.Namespace) -> GuestRequest:
+    return GuestRequest(platform=args.platform, kernel=args.kernel, topology=args.topology,
+                        accel=args.accel, headers=args.headers, modules=args.modules,
+                        out_root=args.out, boot_timeout=args.boot_timeout)
+
+
+def cmd_boot(args: argparse.Namespace) -> int:
+    command = list(args.cmd)
+    if command and command[0] == "--":
+        command = command[1:]
+    config = prepare(_request(args))
+    started = time.monotonic()
+    with Guest(config) as guest:
+        ready = time.monotonic() - started
+        if not command:
+            print(f"{config.platform.name} {config.kernel.release} ({config.accel}): control "
+                  f"shell ready in {ready:.2f}s; logs in {config.out_dir}")
+            return 0
+        shell = guest.ssh if args.ssh else guest.serial
+        assert shell is not None
+        result = shell.run(" ".join(command), timeout=args.timeout)
+    sys.stdout.buffer.write(result.stdout)
+    sys.stdout.flush()
+    sys.stderr.buffer.write(result.stderr)
+    return result.exit_code
+
+
+def cmd_groups(args: argparse.Namespace) -> int:
+    config = prepare(_request(args))
+    with Guest(config) as guest:
+        actual = guest.groups()
+    comparison = compare_groups(predict_groups(config.topology, config.platform), actual)
+    if args.json:
+        doc = {"platform": config.platform.name, "kernel": config.kernel.release,
+               "topology": config.topology.name, "accel": config.accel,
+               **comparison_json(comparison)}
+        print(json.dumps(doc, indent=2))
+    else:
+        print(f"# {config.platform.name}, kernel {config.kernel.release}, topology "
+              f"{config.topology.name}, {config.accel}")
+        print(format_comparison(comparison))
+    return 0 if comparison.ok else EXIT_MISMATCH
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    if not sys.stdin.isatty():
+        raise HarnessError("shell needs a terminal on stdin",
+                           "use 'iommu-harness boot -- CMD' from scripts")
+    config = prepare(_request(args))
+    with Guest(config) as guest:
+        print(f"{config.platform.name} {config.kernel.release}: exit the shell to power off; "
+              f"logs in {config.out_dir}", file=sys.stderr)
+        chan = guest.ssh.interactive()
+        _bridge(chan)
+    return 0
+
+
+def _bridge(chan: object) -> None:
+    """Copy the terminal to a paramiko channel and back, raw, until the remote side ends."""
+    import paramiko
+
+    assert isinstance(chan, paramiko.Channel)
+    fd = sys.stdin.fileno()
+    saved = termios.tcgetattr(fd)
+    try:
+        tty.setraw(fd)
+        cols, rows = os.get_terminal_size()
+        chan.resize_pty(width=cols, height=rows)
+        while True:
+            ready, _, _ = select.select([chan, fd], [], [])
+            if chan in ready:
+                data = chan.recv(4096)
+                if not data:
+                    break
+                os.write(sys.stdout.fileno(), data)
+            if fd in ready:
+                data = os.read(fd, 4096)
+                if not data:
+                    break
+                chan.sendall(data)
+    finally:
+        termios.tcsetattr(fd, termios.TCSADRAIN, saved)
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    raise SystemExit(128 + signum)
+
+
+COMMANDS = {"boot": cmd_boot, "groups": cmd_groups, "shell": cmd_shell}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="iommu-harness: %(message)s")
+    # SIGTERM/SIGHUP unwind like Ctrl-C so every guest is stopped and reaped on the way out.
+    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGHUP, _terminate)
+    try:
+        return COMMANDS[args.command](args)
+    except HarnessError as exc:
+        print(f"iommu-harness: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("iommu-harness: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

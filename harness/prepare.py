@@ -1,0 +1,68 @@
+"""From what a user asked for (platform, kernel, topology, accelerator) to a bootable config.
+
+The one place the CLI and the pytest plugin share: fetch the kernel, check it, build the image,
+choose the accelerator, pick an output folder.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .accel import choose_accel
+from .guest import GuestConfig
+from .image import build_image
+from .kernel import resolve_kernel
+from .platforms import get_platform
+from .topology import load_topology
+
+TOPOLOGIES_DIR = Path(__file__).resolve().parent / "topologies"
+DEFAULT_TOPOLOGY = TOPOLOGIES_DIR / "default.toml"
+ENV_OUT = "IOMMU_HARNESS_OUT"
+
+
+@dataclass(frozen=True)
+class GuestRequest:
+    platform: str = "x86_64-vtd"
+    kernel: str = "debian:6.1"
+    topology: Path = DEFAULT_TOPOLOGY
+    accel: str = "auto"
+    headers: Path | None = None
+    modules: Path | None = None
+    out_root: Path | None = None
+    boot_timeout: float = 90.0
+
+
+def out_root(requested: Path | None = None) -> Path:
+    """``--out``, else ``$IOMMU_HARNESS_OUT``, else ``./out``."""
+    root = requested or Path(os.environ.get(ENV_OUT, "out"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def guest_dir(root: Path, label: str) -> Path:
+    """A fresh folder for one guest's logs; unique across concurrent harness runs."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(1000):
+        path = root / f"{stamp}-{label}-{os.getpid()}-{n}"
+        try:
+            path.mkdir(parents=True)
+        except FileExistsError:
+            continue
+        return path
+    raise RuntimeError(f"cannot create a guest folder under {root}")
+
+
+def prepare(request: GuestRequest, label: str = "") -> GuestConfig:
+    platform = get_platform(request.platform)
+    topology = load_topology(request.topology, platform)
+    kernel = resolve_kernel(request.kernel, platform, headers=request.headers,
+                            modules=request.modules)
+    image = build_image(kernel, platform)
+    accel = choose_accel(request.accel, platform, kernel.boot_image)
+    folder = guest_dir(out_root(request.out_root),
+                       label or f"{platform.name}-{kernel.release}")
+    return GuestConfig(platform=platform, kernel=kernel, image=image, topology=topology,
+                       accel=accel, out_dir=folder, boot_timeout=request.boot_timeout)
