@@ -56,7 +56,8 @@ def probe_kvm(platform: Platform, kernel: Path, seconds: float = PROBE_SECONDS) 
     parent = os.getpid()
     proc = subprocess.Popen(probe_argv(platform, kernel), stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+                            start_new_session=True,
+                            preexec_fn=lambda: _die_with_parent(parent))  # noqa: PLW1509
     assert proc.stdout is not None
     seen = b""
     end = time.monotonic() + seconds

@@ -78,7 +78,7 @@ def ensure_dir(final: Path, build: Callable[[Path], None]) -> Path:
     return final
 
 
-def ensure_file(final: Path, build: Callable[[Path], None]) -> Path:
+def ensure_file(final: Path, build: Callable[[Path], object]) -> Path:
     """Like :func:`ensure_dir` for a single file: ``build(tmpfile)`` writes it."""
     if final.is_file():
         return final

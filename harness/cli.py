@@ -16,6 +16,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 
+import paramiko
+
 from .accel import ACCELS
 from .errors import HarnessError
 from .guest import Guest
@@ -123,8 +125,6 @@ def cmd_shell(args: argparse.Namespace) -> int:
 
 def _bridge(chan: object) -> None:
     """Copy the terminal to a paramiko channel and back, raw, until the remote side ends."""
-    import paramiko
-
     assert isinstance(chan, paramiko.Channel)
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)

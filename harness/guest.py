@@ -6,6 +6,7 @@ happened inside; QEMU also dies with the harness process (see :mod:`harness.qemu
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
@@ -13,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 from .channels import Result
 from .channels.serial import SerialShell
@@ -53,7 +55,7 @@ class Guest:
         self.serial: SerialShell | None = None
         self._ssh: SSHShell | None = None
         self._ssh_key = generate_client_key()
-        self._transcript = None
+        self._transcript: BinaryIO | None = None
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Guest:
@@ -103,10 +105,8 @@ class Guest:
             self._ssh = None
         if self.qemu is not None:
             if self.serial is not None and not self.qemu.exited:
-                try:
+                with contextlib.suppress(GuestError):
                     self.serial.post("poweroff -f")
-                except GuestError:
-                    pass
                 self.qemu.wait(Deadline.after(3.0))
             if not self.qemu.exited:
                 self.qemu.quit(Deadline.after(2.0))
@@ -153,7 +153,8 @@ class Guest:
         if self.qemu is None or self.qemu.qmp is None:
             raise GuestError("the guest is not running", "boot it first")
         qmp = self.qemu.qmp
-        err = qmp.cmd("human-monitor-command", **{"command-line": "hostfwd_add net0 tcp:127.0.0.1:0-:22"})
+        err = qmp.cmd("human-monitor-command",
+                      **{"command-line": "hostfwd_add net0 tcp:127.0.0.1:0-:22"})
         if err:
             raise GuestError(f"QEMU refused the SSH forward: {str(err).strip()}")
         table = str(qmp.cmd("human-monitor-command", **{"command-line": "info usernet"}))

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from elftools.elf.dynamic import DynamicSection
 from elftools.elf.elffile import ELFFile
+from elftools.elf.segments import InterpSegment
 
 from . import cache, cpio, hostcmd
 from .errors import KernelError
@@ -62,9 +63,10 @@ def _elf_deps(path: Path) -> tuple[str | None, list[str]]:
         elf = ELFFile(f)
         interp = None
         for seg in elf.iter_segments():
-            if seg.header.p_type == "PT_INTERP":
-                interp = seg.get_interp_name()
-        needed = [t.needed for s in elf.iter_sections() if isinstance(s, DynamicSection)
+            if isinstance(seg, InterpSegment):
+                interp = str(seg.get_interp_name())
+        needed = [str(getattr(t, "needed", "")) for s in elf.iter_sections()
+                  if isinstance(s, DynamicSection)
                   for t in s.iter_tags() if t.entry.d_tag == "DT_NEEDED"]
     return interp, needed
 

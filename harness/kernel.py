@@ -191,7 +191,8 @@ def _prebuilt_kernel(spec: str, platform: Platform, headers: Path | None,
 
 def check_kernel(artifact: KernelArtifact, platform: Platform) -> None:
     """Refuse a kernel that cannot give this platform an IOMMU or a control channel."""
-    problem = config_problem(artifact.config(), platform, has_modules=artifact.modules_dir is not None)
+    problem = config_problem(artifact.config(), platform,
+                             has_modules=artifact.modules_dir is not None)
     if problem:
         raise KernelError(f"kernel {artifact.release} cannot run on {platform.name}: {problem}",
                           "rebuild it with those options, or pick another kernel")

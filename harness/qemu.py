@@ -8,6 +8,7 @@ QEMU connects to them as a client, so nothing the guest says is lost and nothing
 from __future__ import annotations
 
 import atexit
+import contextlib
 import ctypes
 import os
 import select
@@ -96,9 +97,14 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+def live_processes() -> list[QemuProcess]:
+    """QEMU processes this harness started and has not reaped yet."""
+    return list(_live)
+
+
 @atexit.register
 def _kill_survivors() -> None:
-    for proc in list(_live):
+    for proc in live_processes():
         proc.kill()
 
 
@@ -128,7 +134,9 @@ class QemuProcess:
             with self._stderr_log.open("wb") as err:
                 self._proc = subprocess.Popen(
                     self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err,
-                    start_new_session=True, preexec_fn=lambda: _die_with_parent(parent))
+                    start_new_session=True,
+                    # Spawned from the main thread only: PDEATHSIG follows the spawning thread.
+                    preexec_fn=lambda: _die_with_parent(parent))  # noqa: PLW1509
             _live.add(self)
             self._pidfd = os.pidfd_open(self._proc.pid)
             self.control = self._accept(listener, deadline)
@@ -144,7 +152,8 @@ class QemuProcess:
             listener.close()
 
     def _accept(self, listener: socket.socket, deadline: Deadline) -> socket.socket:
-        ready, _, _ = select.select([listener, self._pidfd], [], [], deadline.remaining)
+        watched: list[socket.socket | int] = [listener, self._pidfd]
+        ready, _, _ = select.select(watched, [], [], deadline.remaining)
         if self._pidfd in ready or not ready:
             why = "exited" if self._pidfd in ready else "did not connect in time"
             raise BootError(f"QEMU {why}: {self.stderr_text().strip()[-400:]}",
@@ -185,10 +194,8 @@ class QemuProcess:
         """SIGKILL and reap; safe to call more than once."""
         if self._proc is not None:
             if self._proc.poll() is None:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.killpg(self._proc.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
             self._proc.wait()
         _live.discard(self)
         for closer in (self._close_qmp, self._close_control, self._close_pidfd):
@@ -196,10 +203,8 @@ class QemuProcess:
 
     def _close_qmp(self) -> None:
         if self.qmp is not None:
-            try:
+            with contextlib.suppress(Exception):  # closing a dead monitor may raise anything
                 self.qmp.close()
-            except Exception:  # noqa: BLE001 - closing a dead monitor
-                pass
             self.qmp = None
 
     def _close_control(self) -> None:

@@ -133,7 +133,8 @@ def format_comparison(cmp: GroupComparison) -> str:
         names = {p.bdf: p.name for p in m.predicted.members}
         for i, mem in enumerate(m.actual.members):
             label = names.get(mem.bdf, "")
-            lines.append(f"{m.actual.id if i == 0 else '':>5}  {m.actual.type if i == 0 else '':<8} "
+            first = i == 0
+            lines.append(f"{m.actual.id if first else '':>5}  {m.actual.type if first else '':<8} "
                          f"{mem.bdf[5:]:<13} {mem.pci_id:<10} {mem.driver or '-':<16} "
                          f"{(verdict if i == 0 else '')} {label}".rstrip())
     for g in cmp.unexpected:

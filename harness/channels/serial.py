@@ -6,6 +6,7 @@ in unit tests, a pty master with the same agent script running on the host.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from typing import BinaryIO
 
@@ -52,17 +53,30 @@ class SerialShell:
         return Result(stdout, stderr, framing.parse_exit_code(code))
 
     def _interrupt(self, token: bytes, began: bool, command: str) -> None:
-        """^C the overrunning command and resynchronise on its end markers."""
-        self._write(framing.INTERRUPT)
-        grace = Deadline.after(INTERRUPT_GRACE)
+        """^C the overrunning command and resynchronise on its end markers.
+
+        The ^C is repeated once: a signal that lands while the agent is between two steps of
+        its loop can be absorbed without interrupting the wait.
+        """
+        for attempt in range(2):
+            self._write(framing.INTERRUPT)
+            grace = Deadline.after(INTERRUPT_GRACE / 2)
+            try:
+                if not began:
+                    self._expect(framing.begin_marker(token), grace, command)
+                    began = True
+                self._expect(framing.stdout_end_marker(token), grace, command)
+            except CommandTimeout:
+                if attempt == 0:
+                    continue
+                self._broken = f"command {command!r} ignored the interrupt"
+                return
+            break
         try:
-            if not began:
-                self._expect(framing.begin_marker(token), grace, command)
-            self._expect(framing.stdout_end_marker(token), grace, command)
             self._expect(framing.exit_marker(token), grace, command)
             self._expect(framing.RS, grace, command)
         except CommandTimeout:
-            self._broken = f"command {command!r} ignored the interrupt"
+            self._broken = f"the agent did not finish reporting {command!r}"
 
     def post(self, command: str) -> None:
         """Send a command without waiting for its reply (for one that ends the guest)."""
@@ -90,7 +104,5 @@ class SerialShell:
         return before if isinstance(before, bytes) else b""
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(self._fd)
-        except OSError:
-            pass

@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import io
 import select
-import socket
 import time
 
 import paramiko
@@ -76,7 +75,8 @@ class SSHShell:
         deadline = Deadline.after(timeout)
         transport = self._client.get_transport()
         if transport is None or not transport.is_active():
-            raise GuestError("SSH connection lost: the guest or QEMU is gone", "see the console log")
+            raise GuestError("SSH connection lost: the guest or QEMU is gone",
+                             "see the console log")
         try:
             chan = transport.open_session(timeout=max(0.1, deadline.remaining))
             chan.exec_command(command)
@@ -99,7 +99,7 @@ class SSHShell:
                 if chan.closed and not chan.recv_ready() and not chan.recv_stderr_ready():
                     break
             code = chan.recv_exit_status()
-        except socket.error as exc:
+        except OSError as exc:
             raise GuestError(f"SSH connection lost: {exc}", "see the console log") from exc
         finally:
             chan.close()
