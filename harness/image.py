@@ -168,6 +168,7 @@ def image_entries(kernel: KernelArtifact, platform: Platform, userland: Userland
     files: list[cpio.Entry] = [
         cpio.file("init", (IMAGES_DIR / "init.sh").read_bytes(), 0o755),
         cpio.file("etc/harness/agent.sh", (IMAGES_DIR / "agent.sh").read_bytes(), 0o644),
+        cpio.file("etc/inittab", (IMAGES_DIR / "inittab").read_bytes()),
         cpio.file("etc/passwd", (IMAGES_DIR / "passwd").read_bytes()),
         cpio.file("etc/group", (IMAGES_DIR / "group").read_bytes()),
         cpio.file("etc/shells", (IMAGES_DIR / "shells").read_bytes()),

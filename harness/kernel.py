@@ -168,11 +168,11 @@ def _prebuilt_kernel(spec: str, platform: Platform, headers: Path | None,
     if not config_path.is_file():
         raise ConfigError(f"--headers {headers} has no .config",
                           "use the kernel's build directory or its installed headers")
-    release_file = headers / "include" / "config" / "kernel.release"
-    if not release_file.is_file():
-        raise ConfigError(f"--headers {headers} has no include/config/kernel.release",
-                          "run 'make modules_prepare' in that tree")
-    release = release_file.read_text().strip()
+    release = headers_release(headers)
+    image_rel = image_release(image.read_bytes()[:65536])
+    if image_rel is not None and image_rel != release:
+        raise ConfigError(f"kernel image {image} is {image_rel} but --headers {headers} are for "
+                          f"{release}", "pass the headers built with that image")
     if modules is not None and not (modules / "modules.dep").is_file():
         raise ConfigError(f"--modules {modules} has no modules.dep",
                           f"pass lib/modules/{release} of an installed tree (run depmod)")
@@ -185,6 +185,34 @@ def _prebuilt_kernel(spec: str, platform: Platform, headers: Path | None,
         modules_dir=modules, kbuild_dir=headers)
     check_kernel(artifact, platform)
     return artifact
+
+
+def headers_release(headers: Path) -> str:
+    """The release a kbuild tree builds for: UTS_RELEASE, what vermagic and uname -r carry.
+
+    (Debian's headers put the upstream version in include/config/kernel.release, not uname -r,
+    so include/generated/utsrelease.h comes first.)
+    """
+    uts = headers / "include" / "generated" / "utsrelease.h"
+    if uts.is_file():
+        m = re.search(r'UTS_RELEASE\s+"([^"]+)"', uts.read_text())
+        if m:
+            return m.group(1)
+    release_file = headers / "include" / "config" / "kernel.release"
+    if release_file.is_file():
+        return release_file.read_text().strip()
+    raise ConfigError(f"--headers {headers} names no kernel release (no "
+                      "include/generated/utsrelease.h)", "run 'make modules_prepare' in that tree")
+
+
+def image_release(head: bytes) -> str | None:
+    """The release in an x86 bzImage's version string (boot protocol: kernel_version at 0x20e,
+    an offset from 0x200), or None for other images."""
+    if len(head) < 0x210 or head[0x202:0x206] != b"HdrS":
+        return None
+    offset = int.from_bytes(head[0x20E:0x210], "little") + 0x200
+    text = head[offset:offset + 256].split(b"\0")[0].decode(errors="replace")
+    return text.split()[0] if text.strip() else None
 
 
 # ---------------------------------------------------------------------------------- checks

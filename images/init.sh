@@ -1,8 +1,8 @@
 #!/bin/busybox sh
 # PID 1 of every harness guest. Mounts the pseudo file systems, loads the modules the image
-# builder listed (in modules.dep order), starts the control agent on the virtio console, then
-# the network and dropbear for SSH. Kernel messages stay on the kernel console (the first
-# serial port); nothing here writes to it except through /dev/kmsg.
+# builder listed (in modules.dep order), brings up the network and dropbear for SSH, then
+# becomes busybox init, which runs the control agent on the virtio console (/etc/inittab).
+# Kernel messages stay on the kernel console (the first serial port).
 /bin/busybox mount -t proc proc /proc
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev
@@ -17,15 +17,6 @@ log() { echo "harness-init: $*" > /dev/kmsg; }
 while read -r mod; do
   insmod "$mod" || log "insmod $mod failed"
 done < /etc/harness/modules
-
-n=0
-while [ ! -c /dev/hvc0 ] && [ $n -lt 2000 ]; do usleep 5000; n=$((n + 1)); done
-if [ -c /dev/hvc0 ]; then
-  # setsid -c makes hvc0 the agent's controlling tty, so ^C from the harness reaches it.
-  setsid -c sh /etc/harness/agent.sh < /dev/hvc0 > /dev/hvc0 2>&1 &
-else
-  log "no /dev/hvc0: the control channel is missing"
-fi
 
 ip link set lo up
 if ip link set eth0 up 2> /dev/null; then
@@ -43,4 +34,11 @@ else
   log "no eth0: SSH is unavailable"
 fi
 
-while :; do sleep 3600; done
+# Wait for the control console, then hand PID 1 to busybox init, which starts the agent on it
+# (/etc/inittab). Started that way the agent is a session leader with hvc0 as its controlling
+# tty and default signal dispositions: an agent started as "cmd &" from this non-interactive
+# shell would inherit SIGINT ignored, and could then never trap the harness's ^C.
+n=0
+while [ ! -c /dev/hvc0 ] && [ $n -lt 2000 ]; do usleep 5000; n=$((n + 1)); done
+[ -c /dev/hvc0 ] || log "no /dev/hvc0: the control channel is missing"
+exec /bin/busybox init

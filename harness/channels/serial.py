@@ -96,7 +96,7 @@ class SerialShell:
         except pexpect.TIMEOUT:
             partial = self._child.before if isinstance(self._child.before, bytes) else b""
             raise CommandTimeout(command, deadline.remaining, partial) from None
-        except pexpect.EOF as exc:
+        except (pexpect.EOF, OSError) as exc:  # EOF, or ECONNRESET when QEMU dies
             self._broken = "end of file"
             raise GuestError("control channel closed: the guest or QEMU is gone",
                              "see the console log") from exc
