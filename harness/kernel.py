@@ -11,6 +11,8 @@ and never fetched twice; ``depmod`` writes the modules.dep the package leaves ou
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -104,11 +106,36 @@ def _header_packages(release: str, debian_arch: str) -> list[str]:
     return [f"{headers}:{debian_arch}", *dict.fromkeys(deps)]
 
 
+APT_LISTS = Path("/var/lib/apt/lists")
+
+
+def _resolve_debian(series: str, arch: str) -> tuple[str, str]:
+    """(image package, version) for a series, memoised until the apt lists change: asking
+    apt-cache costs about a second, and every boot asks."""
+    memo = cache.cache_root() / "debian-kernels.json"
+    stamp = str(APT_LISTS.stat().st_mtime_ns) if APT_LISTS.exists() else ""
+    key = f"{series}:{arch}"
+    try:
+        known = json.loads(memo.read_text())
+    except (OSError, ValueError):
+        known = {}
+    hit = known.get(key)
+    if isinstance(hit, list) and len(hit) == 3 and hit[2] == stamp:
+        return str(hit[0]), str(hit[1])
+    package = debian_image_package(series, arch)
+    version = _package_version(f"{package}:{arch}")
+    known[key] = [package, version, stamp]
+    with cache.locked(memo):
+        tmp = memo.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(known, indent=1))
+        os.replace(tmp, memo)
+    return package, version
+
+
 def _debian_kernel(spec: str, series: str, platform: Platform) -> KernelArtifact:
     arch = platform.debian_arch
-    image_pkg = debian_image_package(series, arch)
+    image_pkg, version = _resolve_debian(series, arch)
     release = image_pkg.removeprefix("linux-image-").removesuffix("-unsigned")
-    version = _package_version(f"{image_pkg}:{arch}")
     entry = cache.cache_root() / "kernels" / f"{release}_{version}"
 
     def build(tmp: Path) -> None:

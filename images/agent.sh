@@ -7,6 +7,7 @@
 stty -echo -icanon -opost -icrnl -ixon -iexten isig min 1 time 0
 t=${HARNESS_TMP:-/tmp}  # where the agent keeps the current script and its stderr
 trap 'intr=1' INT
+set -m
 printf '\036HELLO\036\n'
 while :; do
   read -r token script
@@ -15,11 +16,13 @@ while :; do
   [ $st -ne 0 ] && break
   [ -n "$token" ] || continue
   intr=0
-  printf '%s' "$script" | base64 -d > "$t/.cmd"
+  base64 -d > "$t/.cmd" << EOF
+$script
+EOF
   printf '\036B%s\036' "$token"
-  # Its own session and process group: on ^C the agent's trap interrupts wait and the whole
-  # group is killed (an asynchronous list would ignore SIGINT itself).
-  setsid sh "$t/.cmd" < /dev/null 2> "$t/.err" &
+  # A subshell (a fork, no exec) in its own process group (set -m): on ^C the agent's trap
+  # interrupts wait and the whole group is killed.
+  ( . "$t/.cmd" ) < /dev/null 2> "$t/.err" &
   pid=$!
   wait $pid
   rc=$?

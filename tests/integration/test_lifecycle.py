@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -74,7 +75,8 @@ def test_killing_the_harness_kills_qemu(tmp_path: Path, sig: int, code: int) -> 
     proc.send_signal(sig)
     assert proc.wait(30) == code
     assert wait_gone(qemu, 10), f"QEMU {qemu} survived the harness's {signal.Signals(sig).name}"
-    assert list(tmp_path.glob("*/console.log"))[0].stat().st_size > 0  # the log is kept
+    logs = list(tmp_path.glob("*/console.log"))
+    assert len(logs) == 1 and logs[0].stat().st_size > 0  # the log is kept
 
 
 def test_cli_boot_returns_the_command_exit_code(tmp_path: Path) -> None:
@@ -86,8 +88,6 @@ def test_cli_boot_returns_the_command_exit_code(tmp_path: Path) -> None:
 
 
 def test_cli_groups_json(tmp_path: Path) -> None:
-    import json
-
     proc = subprocess.run([*HARNESS, "groups", "--json", "--out", str(tmp_path)],
                           capture_output=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr

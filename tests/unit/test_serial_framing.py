@@ -96,7 +96,7 @@ def test_each_command_gets_a_fresh_shell(shell: SerialShell) -> None:
 
 def test_a_dead_agent_is_a_guest_error_not_a_hang(shell: SerialShell) -> None:
     with pytest.raises(GuestError) as info:
-        shell.run("kill -9 $PPID", timeout=5)  # $PPID is the agent itself
+        shell.run("kill -9 $$", timeout=5)  # in the command's subshell $$ is the agent
         shell.run("echo never", timeout=5)
     assert not isinstance(info.value, CommandTimeout)
     with pytest.raises(GuestError, match="unusable"):
