@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     groups = sub.add_parser("groups", help="print the guest's IOMMU groups beside the prediction")
     _common(groups)
     groups.add_argument("--json", action="store_true", help="machine-readable output")
+    groups.add_argument("--bind", metavar="DRIVER",
+                        help="bind every test device to DRIVER first (e.g. pci-stub): on SMMUv3 "
+                             "a device has a group only once a driver probed it")
     shell = sub.add_parser("shell", help="an interactive shell in a fresh guest (over SSH)")
     _common(shell)
     return parser
@@ -96,11 +99,12 @@ def cmd_boot(args: argparse.Namespace) -> int:
 def cmd_groups(args: argparse.Namespace) -> int:
     config = prepare(_request(args))
     with Guest(config) as guest:
+        bound = guest.bind_topology(args.bind) if args.bind else ()
         actual = guest.groups()
-    comparison = compare_groups(predict_groups(config.topology, config.platform), actual)
+    comparison = compare_groups(predict_groups(config.topology, config.platform, bound), actual)
     if args.json:
         doc = {"platform": config.platform.name, "kernel": config.kernel.release,
-               "topology": config.topology.name, "accel": config.accel,
+               "topology": config.topology.name, "accel": config.accel, "bound": list(bound),
                **comparison_json(comparison)}
         print(json.dumps(doc, indent=2))
     else:

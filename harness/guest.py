@@ -25,8 +25,8 @@ from .image import GuestImage
 from .kernel import KernelArtifact
 from .platforms import Platform
 from .qemu import LaunchSpec, QemuProcess, build_argv, shell_quoted
-from .sysfs import GROUPS_SCRIPT, IommuGroup, parse_groups
-from .topology import Topology
+from .sysfs import GROUPS_SCRIPT, IommuGroup, bind_script, parse_groups
+from .topology import Topology, device_bdf
 
 log = logging.getLogger(__name__)
 
@@ -169,6 +169,23 @@ class Guest:
 
     def groups(self) -> tuple[IommuGroup, ...]:
         return parse_groups(self.check(GROUPS_SCRIPT))
+
+    def bind(self, bdf: str, driver: str) -> None:
+        """Bind a PCI device to a driver; raise if it does not end up bound to it."""
+        result = self.run(bind_script(bdf, driver))
+        if result.text.strip() != driver:
+            raise GuestError(f"binding {bdf} to {driver} failed: "
+                             f"{(result.text + result.stderr.decode(errors='replace')).strip()}",
+                             "see dmesg in the console log")
+
+    def bind_topology(self, driver: str) -> tuple[str, ...]:
+        """Bind every test device of the topology to ``driver``, in address order; return their
+        ids in that order (what :func:`~harness.topology.predict_groups` calls ``bound``)."""
+        topo = self.config.topology
+        order = sorted(topo.devices, key=lambda d: device_bdf(topo, d))
+        for d in order:
+            self.bind(device_bdf(topo, d), driver)
+        return tuple(d.id for d in order)
 
     def console_tail(self, lines: int = CONSOLE_TAIL_LINES) -> str:
         try:

@@ -43,11 +43,38 @@ class Userland:
     triplet: str
 
 
-def host_userland(platform: Platform) -> Userland:
-    if platform.arch != os.uname().machine:
-        raise KernelError(f"no user space for {platform.arch} on this {os.uname().machine} host",
-                          "this platform is not supported on this host yet")
-    root = Path("/")
+# The guest's user space for a foreign architecture: these Debian packages, unpacked.
+FOREIGN_PACKAGES = ("busybox-static", "dropbear-bin", "libc6", "libcrypt1", "libgmp10",
+                    "libtomcrypt1", "libtommath1", "zlib1g")
+
+
+def guest_userland(platform: Platform) -> Userland:
+    """The host's own binaries when the guest has the host's architecture, else a sysroot of
+    Debian packages for the guest's (fetched once per state of the apt lists)."""
+    if platform.arch == os.uname().machine:
+        return _userland_at(Path("/"), platform)
+    lists = Path("/var/lib/apt/lists")
+    stamp = str(lists.stat().st_mtime_ns) if lists.exists() else "none"
+    entry = cache.cache_root() / "userland" / f"{platform.debian_arch}-{stamp}"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+
+    def fetch(tmp: Path) -> None:
+        debs = tmp / "debs"
+        debs.mkdir()
+        hostcmd.run(["apt-get", "download", "-q",
+                     *(f"{p}:{platform.debian_arch}" for p in FOREIGN_PACKAGES)],
+                    cwd=debs, what=f"apt-get download ({platform.debian_arch} user space)")
+        for deb in sorted(debs.glob("*.deb")):
+            hostcmd.run(["dpkg", "-x", str(deb), str(tmp / "root")], what=f"dpkg -x {deb.name}")
+        for deb in debs.glob("*.deb"):
+            deb.unlink()
+        debs.rmdir()
+
+    cache.ensure_dir(entry, fetch)
+    return _userland_at(entry / "root", platform)
+
+
+def _userland_at(root: Path, platform: Platform) -> Userland:
     for rel in ("bin/busybox", "usr/sbin/dropbear"):
         if not (root / rel).exists():
             raise KernelError(f"/{rel} is missing",
@@ -77,24 +104,43 @@ def library_closure(binary: Path, userland: Userland) -> dict[str, Path]:
     Libraries go to /lib (the harness runs them with LD_LIBRARY_PATH=/lib); the interpreter to
     the absolute path its PT_INTERP names.
     """
-    search = [userland.sysroot / d for d in (f"lib/{userland.triplet}",
-                                             f"usr/lib/{userland.triplet}", "lib64", "lib")]
+    root = userland.sysroot
+    search = [f"lib/{userland.triplet}", f"usr/lib/{userland.triplet}", "lib64", "lib"]
     found: dict[str, Path] = {}
     pending = [binary]
     while pending:
         interp, needed = _elf_deps(pending.pop())
         if interp and interp.lstrip("/") not in found:
-            found[interp.lstrip("/")] = (userland.sysroot / interp.lstrip("/")).resolve()
+            found[interp.lstrip("/")] = in_sysroot(root, interp)
         for soname in needed:
             if f"lib/{soname}" in found:
                 continue
-            src = next((d / soname for d in search if (d / soname).exists()), None)
-            if src is None:
-                raise KernelError(f"{binary.name} needs {soname}, not found in "
-                                  f"{userland.sysroot}", "run 'make deps'")
-            found[f"lib/{soname}"] = src.resolve()
-            pending.append(src.resolve())
+            src = next((in_sysroot(root, f"{d}/{soname}") for d in search
+                        if (root / d / soname).is_symlink() or (root / d / soname).exists()),
+                       None)
+            if src is None or not src.exists():
+                raise KernelError(f"{binary.name} needs {soname}, not found in {root}",
+                                  "run 'make deps'")
+            found[f"lib/{soname}"] = src
+            pending.append(src)
     return found
+
+
+def in_sysroot(root: Path, path: str, depth: int = 0) -> Path:
+    """Resolve ``path`` inside ``root``, following symlinks (absolute ones relative to root)."""
+    if depth > 40:
+        raise KernelError(f"symlink loop at {path} in {root}")
+    parts = [p for p in path.split("/") if p]
+    current = root
+    for i, part in enumerate(parts):
+        candidate = current / part
+        if candidate.is_symlink():
+            target = os.readlink(candidate)
+            base = "/" if target.startswith("/") else str(current.relative_to(root))
+            rest = "/".join(parts[i + 1:])
+            return in_sysroot(root, f"{base}/{target}/{rest}".replace("//", "/"), depth + 1)
+        current = candidate
+    return current
 
 
 # ---------------------------------------------------------------------------------- modules
@@ -184,7 +230,9 @@ def image_entries(kernel: KernelArtifact, platform: Platform, userland: Userland
     files += mods
     files.append(cpio.file("etc/harness/modules", order.encode()))
     files += extra
-    applets = hostcmd.run([str(userland.busybox), "--list"], what="busybox --list").split()
+    # The applet list comes from the host's busybox: the same Debian version as the guest's,
+    # and a foreign one could not run here.
+    applets = hostcmd.run(["busybox", "--list"], what="busybox --list").split()
     links = [cpio.symlink(f"bin/{a}", "busybox") for a in applets if a != "busybox"]
     wanted_dirs = set(_dirs_for([e.name for e in files + links]))
     wanted_dirs |= {"proc", "sys", "dev", "tmp", "run", "var", "mnt"}
@@ -197,7 +245,7 @@ def image_entries(kernel: KernelArtifact, platform: Platform, userland: Userland
 
 def build_image(kernel: KernelArtifact, platform: Platform,
                 extra: Sequence[cpio.Entry] = ()) -> GuestImage:
-    entries, public = image_entries(kernel, platform, host_userland(platform), extra)
+    entries, public = image_entries(kernel, platform, guest_userland(platform), extra)
     data = cpio.archive(entries)
     key = cache.digest([data])
     path = cache.cache_root() / "images" / f"{platform.name}-{kernel.release}-{key}.cpio"

@@ -60,7 +60,7 @@ def resolve_kernel(spec: str, platform: Platform, *, headers: Path | None = None
 def debian_image_package(series: str, debian_arch: str) -> str:
     """The binary package name of the Debian kernel for a series, from the local apt lists."""
     if series == "6.1":
-        out = hostcmd.run(["apt-cache", "depends", f"linux-image-{debian_arch}"],
+        out = hostcmd.run(["apt-cache", "depends", f"linux-image-{debian_arch}:{debian_arch}"],
                           what="apt-cache depends")
         return pick_metapackage_target(out, debian_arch)
     names = hostcmd.run(["apt-cache", "pkgnames", f"linux-image-{series}."],
@@ -70,7 +70,7 @@ def debian_image_package(series: str, debian_arch: str) -> str:
 
 def pick_metapackage_target(apt_depends_output: str, debian_arch: str) -> str:
     for line in apt_depends_output.splitlines():
-        m = re.match(rf"\s*\|?Depends:\s*(linux-image-[\w.+-]+-{debian_arch})\s*$", line)
+        m = re.match(rf"\s*\|?Depends:\s*(linux-image-[\w.+-]+-{debian_arch})(:\w+)?\s*$", line)
         if m:
             return m.group(1)
     raise KernelError(f"linux-image-{debian_arch} depends on no kernel in the apt lists",
@@ -99,9 +99,11 @@ def _package_version(package: str) -> str:
 def _header_packages(release: str, debian_arch: str) -> list[str]:
     """The headers package and what it needs to build modules: -common and linux-kbuild."""
     headers = f"linux-headers-{release}"
-    out = hostcmd.run(["apt-cache", "depends", headers], what="apt-cache depends")
-    deps = re.findall(r"Depends:\s*(linux-(?:headers-[\w.+-]+-common|kbuild-[\w.+-]+))\s*$",
-                      out, re.M)
+    out = hostcmd.run(["apt-cache", "depends", f"{headers}:{debian_arch}"],
+                      what="apt-cache depends")
+    # Any ":arch" qualifier is dropped: -common is arch:all and kbuild must be the host's own.
+    deps = re.findall(r"Depends:\s*(linux-(?:headers-[\w.+-]+-common|kbuild-[\w.+-]+))(?::\w+)?"
+                      r"\s*$", out, re.M)
     # Headers are per-arch; -common is arch:all; kbuild is host tooling (always the host's arch).
     return [f"{headers}:{debian_arch}", *dict.fromkeys(deps)]
 

@@ -47,12 +47,16 @@ class Platform:
     infra: tuple[InfraDevice, ...]
     fixed_groups: tuple[FixedGroup, ...]
     default_domain_type: str  # what /sys/kernel/iommu_groups/N/type reads for our devices
+    # True where a PCI device gets an IOMMU group only when a driver probes it (SMMUv3: DMA is
+    # configured at probe, drivers/base/dd.c: really_probe → pci_dma_configure →
+    # of_dma_configure → iommu_probe_device); False where every device gets one at boot (VT-d).
+    groups_need_driver: bool = False
     memory_mb: int = 512
     kvm_capable_host_arch: str = "x86_64"
     user_slots: tuple[int, int] = (1, 0x17)  # root-bus slots a topology may use
 
 
-_X86_INFRA = (
+_INFRA = (
     InfraDevice("control", "virtio-serial-pci", "vser0", 0x18, "1af4:1003"),
     InfraDevice("network", "virtio-net-pci", "net0dev", 0x19, "1af4:1000"),
 )
@@ -76,8 +80,8 @@ X86_64_VTD = Platform(
                       "CONFIG_IRQ_REMAP", "CONFIG_SERIAL_8250_CONSOLE",
                       "CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS"),
     required_any=("CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE", "CONFIG_VIRTIO_NET"),
-    guest_modules=("virtio_pci", "virtio_console", "virtio_net"),
-    infra=_X86_INFRA,
+    guest_modules=("virtio_pci", "virtio_console", "virtio_net", "pci_stub"),
+    infra=_INFRA,
     fixed_groups=(
         FixedGroup((("0000:00:00.0", "8086:29c0"),)),
         # The ICH9 functions q35 always creates share one group (no ACS between them).
@@ -87,7 +91,34 @@ X86_64_VTD = Platform(
     default_domain_type="DMA",
 )
 
-PLATFORMS: dict[str, Platform] = {p.name: p for p in (X86_64_VTD,)}
+AARCH64_SMMUV3 = Platform(
+    name="aarch64-smmuv3",
+    arch="aarch64",
+    debian_arch="arm64",
+    qemu_binary="qemu-system-aarch64",
+    machine="virt,iommu=smmuv3",
+    # pauth-impdef: QEMU's cheap pointer-authentication algorithm; the architected one (QARMA)
+    # dominates TCG time for a kernel built with pointer authentication (QEMU docs, arm cpu
+    # features).
+    cpu_tcg="max,pauth-impdef=on",
+    cpu_kvm="host",
+    iommu_device=(),  # the SMMUv3 is part of the machine (virt,iommu=smmuv3)
+    console="ttyAMA0",
+    cmdline=("console=ttyAMA0", "panic=-1", "oops=panic", "random.trust_cpu=on"),
+    root_bus="pcie.0",
+    required_builtin=("CONFIG_PCI", "CONFIG_IOMMU_SUPPORT", "CONFIG_ARM_SMMU_V3",
+                      "CONFIG_PCI_HOST_GENERIC", "CONFIG_SERIAL_AMBA_PL011_CONSOLE",
+                      "CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS"),
+    required_any=("CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE", "CONFIG_VIRTIO_NET"),
+    guest_modules=("virtio_pci", "virtio_console", "virtio_net", "pci_stub"),
+    infra=_INFRA,
+    fixed_groups=(),  # the host bridge has no driver, hence no group
+    default_domain_type="DMA",  # Debian arm64: CONFIG_IOMMU_DEFAULT_DMA_STRICT=y
+    groups_need_driver=True,
+    kvm_capable_host_arch="aarch64",
+)
+
+PLATFORMS: dict[str, Platform] = {p.name: p for p in (X86_64_VTD, AARCH64_SMMUV3)}
 
 
 def get_platform(name: str) -> Platform:

@@ -28,6 +28,15 @@ done
 """
 
 
+def bind_script(bdf: str, driver: str) -> str:
+    """Bind one PCI device to ``driver`` (unbinding it first), through driver_override and
+    drivers_probe (Documentation/ABI/testing/sysfs-bus-pci); prints the driver it ends up with."""
+    d = f"/sys/bus/pci/devices/{bdf}"
+    return (f"[ -e {d}/driver ] && echo {bdf} > {d}/driver/unbind; "
+            f"echo {driver} > {d}/driver_override && echo {bdf} > /sys/bus/pci/drivers_probe; "
+            f"[ -e {d}/driver ] && basename \"$(readlink {d}/driver)\"")
+
+
 class GroupsParseError(ValueError):
     pass
 

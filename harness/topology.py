@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -264,6 +264,23 @@ def _device_sort_key(topo: Topology) -> Any:
 
 # ---------------------------------------------------------------------------------- prediction
 
+def _present_devices(topo: Topology, platform: Platform, bound: Sequence[str]) -> set[str]:
+    """Topology devices that should be in a group."""
+    if not platform.groups_need_driver:
+        return {d.id for d in topo.devices}
+    present: set[str] = set()
+    bridges_taken: set[str] = set()
+    by_id = {d.id: d for d in topo.devices}
+    for ident in bound:
+        d = by_id[ident]
+        if d.bridge is not None:
+            if d.bridge in bridges_taken:
+                continue
+            bridges_taken.add(d.bridge)
+        present.add(ident)
+    return present
+
+
 def bridge_buses(topo: Topology) -> dict[str, int]:
     """Secondary bus number of each bridge: Linux (and the firmware before it) number buses
     depth-first in slot order of the root bus (drivers/pci/probe.c: pci_scan_child_bus_extend)."""
@@ -276,14 +293,25 @@ def device_bdf(topo: Topology, d: Device) -> str:
     return f"0000:{bridge_buses(topo)[d.bridge]:02x}:{d.slot:02x}.0"
 
 
-def predict_groups(topo: Topology, platform: Platform) -> tuple[PredictedGroup, ...]:
+def predict_groups(topo: Topology, platform: Platform,
+                   bound: Sequence[str] = ()) -> tuple[PredictedGroup, ...]:
     """The IOMMU groups the guest should form, sorted by their first member's address.
+
+    ``bound`` names the topology devices bound to a driver, in the order they were bound.
 
     Rules (drivers/iommu/iommu.c: pci_device_group): a conventional PCI bus behind a
     PCIe-to-PCI bridge aliases every device to the bridge, so the bridge and all devices behind
     it form one group; functions of one multifunction slot without ACS share a group
     (get_pci_function_alias_group); any other endpoint on the root bus is its own group.
+
+    Where groups need a driver (SMMUv3), a device joins its group only when a driver probes it,
+    and the bridges (bound at boot by the PCIe port driver) always have theirs. There the
+    devices behind one bridge also share one stream ID (the bridge's alias requester ID), which
+    arm_smmu_insert_master refuses to insert twice ("stream N already in tree",
+    drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c, in Debian 6.1 and 6.12 alike): only the first
+    device bound behind a bridge gets into the group; the others get none.
     """
+    present = _present_devices(topo, platform, bound)
     typ = platform.default_domain_type
     groups: list[PredictedGroup] = [
         PredictedGroup(tuple(PredictedDevice(bdf, pci_id, "") for bdf, pci_id in fg.members), typ)
@@ -297,11 +325,11 @@ def predict_groups(topo: Topology, platform: Platform) -> tuple[PredictedGroup, 
         members = [PredictedDevice(f"0000:00:{b.slot:02x}.0", _BRIDGE_KINDS[b.kind], b.id)]
         members += [PredictedDevice(f"0000:{buses[b.id]:02x}:{d.slot:02x}.0",
                                     _DEVICE_KINDS[d.kind], d.id)
-                    for d in topo.devices if d.bridge == b.id]
+                    for d in topo.devices if d.bridge == b.id and d.id in present]
         groups.append(PredictedGroup(tuple(sorted(members, key=lambda m: m.bdf)), typ))
     by_slot: dict[int, list[PredictedDevice]] = {}
     for d in topo.devices:
-        if d.bridge is None:
+        if d.bridge is None and d.id in present:
             by_slot.setdefault(d.slot, []).append(
                 PredictedDevice(device_bdf(topo, d), _DEVICE_KINDS[d.kind], d.id))
     for members in by_slot.values():
