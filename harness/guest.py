@@ -170,6 +170,20 @@ class Guest:
     def groups(self) -> tuple[IommuGroup, ...]:
         return parse_groups(self.check(GROUPS_SCRIPT))
 
+    def load_module(self, name: str, params: str = "") -> None:
+        """insmod one of our guest modules; the guest's refusal is an error, never ignored."""
+        result = self.run(f'insmod "/lib/modules/$(uname -r)/extra/{name}.ko" {params}')
+        if result.exit_code != 0:
+            raise GuestError(f"the guest refused module {name}: "
+                             f"{result.stderr.decode(errors='replace').strip()}",
+                             "see dmesg in the console log")
+
+    def unload_module(self, name: str) -> None:
+        result = self.run(f"rmmod {name}")
+        if result.exit_code != 0:
+            raise GuestError(f"rmmod {name} failed: "
+                             f"{result.stderr.decode(errors='replace').strip()}")
+
     def bind(self, bdf: str, driver: str) -> None:
         """Bind a PCI device to a driver; raise if it does not end up bound to it."""
         result = self.run(bind_script(bdf, driver))

@@ -178,6 +178,12 @@ def module_entries(kernel: KernelArtifact, names: Sequence[str]) -> tuple[list[c
     return entries, "\n".join(lines) + "\n"
 
 
+def guest_module_entries(kernel: KernelArtifact, built: Sequence[Path]) -> list[cpio.Entry]:
+    """Our own modules, at /lib/modules/<release>/extra/ (see Guest.load_module)."""
+    return [cpio.file(f"lib/modules/{kernel.release}/extra/{ko.name}", ko.read_bytes())
+            for ko in built]
+
+
 # ---------------------------------------------------------------------------------- keys
 
 def host_key() -> tuple[Path, str]:

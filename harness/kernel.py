@@ -41,6 +41,7 @@ class KernelArtifact:
 
 
 DEBIAN_SERIES = ("6.1", "6.12")
+KERNEL_CACHE_FORMAT = "v2"  # bump when what a cached kernel entry holds changes
 
 
 def resolve_kernel(spec: str, platform: Platform, *, headers: Path | None = None,
@@ -102,8 +103,9 @@ def _header_packages(release: str, debian_arch: str) -> list[str]:
     out = hostcmd.run(["apt-cache", "depends", f"{headers}:{debian_arch}"],
                       what="apt-cache depends")
     # Any ":arch" qualifier is dropped: -common is arch:all and kbuild must be the host's own.
-    deps = re.findall(r"Depends:\s*(linux-(?:headers-[\w.+-]+-common|kbuild-[\w.+-]+))(?::\w+)?"
-                      r"\s*$", out, re.M)
+    # (apt prints a foreign-arch query's arch:all dependency as "<name:arch>".)
+    deps = re.findall(r"Depends:\s*<?(linux-(?:headers-[\w.+-]+-common|kbuild-[\w.+-]+))"
+                      r"(?::\w+)?>?\s*$", out, re.M)
     # Headers are per-arch; -common is arch:all; kbuild is host tooling (always the host's arch).
     return [f"{headers}:{debian_arch}", *dict.fromkeys(deps)]
 
@@ -138,7 +140,7 @@ def _debian_kernel(spec: str, series: str, platform: Platform) -> KernelArtifact
     arch = platform.debian_arch
     image_pkg, version = _resolve_debian(series, arch)
     release = image_pkg.removeprefix("linux-image-").removesuffix("-unsigned")
-    entry = cache.cache_root() / "kernels" / f"{release}_{version}"
+    entry = cache.cache_root() / "kernels" / f"{release}_{version}_{KERNEL_CACHE_FORMAT}"
 
     def build(tmp: Path) -> None:
         debs = tmp / "debs"
@@ -150,10 +152,16 @@ def _debian_kernel(spec: str, series: str, platform: Platform) -> KernelArtifact
             hostcmd.run(["dpkg", "-x", str(deb), str(root)], what=f"dpkg -x {deb.name}")
         hostcmd.run(["depmod", "-b", str(root), release], what="depmod")
         shutil.rmtree(debs)
+        kbuild = root / "usr" / "src" / f"linux-headers-{release}"
+        if not list((root / "usr" / "src").glob("linux-headers-*-common")):
+            raise KernelError(f"the headers of {release} came without their -common part",
+                              "report this: the apt dependency parsing missed it")
+        relocate_headers(kbuild)
 
     entry.parent.mkdir(parents=True, exist_ok=True)
     cache.ensure_dir(entry, build)
     root = entry / "root"
+    relocate_headers(root / "usr" / "src" / f"linux-headers-{release}")
     image = root / "boot" / f"vmlinuz-{release}"
     config_path = root / "boot" / f"config-{release}"
     artifact = KernelArtifact(
@@ -164,6 +172,23 @@ def _debian_kernel(spec: str, series: str, platform: Platform) -> KernelArtifact
         kbuild_dir=root / "usr" / "src" / f"linux-headers-{release}")
     check_kernel(artifact, platform)
     return artifact
+
+
+def relocate_headers(kbuild: Path) -> None:
+    """Make an unpacked Debian headers tree usable where it is, not only under /usr/src.
+
+    Its Makefile is one line, ``include /usr/src/linux-headers-<abi>-common/Makefile``; the
+    absolute path becomes one relative to the Makefile itself. Idempotent.
+    """
+    makefile = kbuild / "Makefile"
+    if not makefile.is_file():
+        return
+    text = makefile.read_text()
+    fixed = re.sub(r"^include /usr/src/(\S+)$",
+                   r"include $(abspath $(dir $(lastword $(MAKEFILE_LIST)))/../\1)", text,
+                   flags=re.M)
+    if fixed != text:
+        makefile.write_text(fixed)
 
 
 def boot_image(image: Path, vmlinux: Path, platform: Platform, config_path: Path) -> Path:

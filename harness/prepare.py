@@ -13,8 +13,9 @@ from pathlib import Path
 
 from .accel import choose_accel
 from .guest import GuestConfig
-from .image import build_image
+from .image import build_image, guest_module_entries
 from .kernel import resolve_kernel
+from .modules import build_modules
 from .platforms import get_platform
 from .topology import load_topology
 
@@ -60,7 +61,8 @@ def prepare(request: GuestRequest, label: str = "") -> GuestConfig:
     topology = load_topology(request.topology, platform)
     kernel = resolve_kernel(request.kernel, platform, headers=request.headers,
                             modules=request.modules)
-    image = build_image(kernel, platform)
+    modules = build_modules(kernel, platform)
+    image = build_image(kernel, platform, extra=guest_module_entries(kernel, modules))
     accel = choose_accel(request.accel, platform, kernel.boot_image)
     folder = guest_dir(out_root(request.out_root),
                        label or f"{platform.name}-{kernel.release}")

@@ -1,0 +1,158 @@
+"""Building guest_modules/ with the target kernel's own kbuild, and checking what was built.
+
+Modules are built natively or, for arm64, with the cross compiler against Debian's arm64
+headers (whose scripts/ are the host's own linux-kbuild package), cached by (source hash,
+kernel release, arch). Before a module goes into a guest its ELF is checked with pyelftools:
+the machine, the vermagic against the kernel release, and every symbol it needs against the
+kernel's Module.symvers.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from elftools.elf.elffile import ELFFile
+from elftools.elf.sections import SymbolTableSection
+
+from . import cache, hostcmd
+from .errors import ConfigError, KernelError
+from .kernel import KernelArtifact
+from .platforms import Platform
+
+GUEST_MODULES_DIR = Path(__file__).resolve().parent.parent / "guest_modules"
+CROSS_COMPILE = {"aarch64": "aarch64-linux-gnu-"}
+KBUILD_ARCH = {"x86_64": "x86", "aarch64": "arm64"}
+ELF_MACHINE = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}
+
+
+class ModuleCheckError(KernelError):
+    """A built module does not fit the kernel it is meant for."""
+
+
+@dataclass(frozen=True)
+class ModuleInfo:
+    name: str
+    machine: str  # pyelftools' e_machine name, e.g. EM_X86_64
+    vermagic: str
+    undefined: frozenset[str]
+    defined: frozenset[str]
+
+
+def read_module(path: Path) -> ModuleInfo:
+    with path.open("rb") as f:
+        elf = ELFFile(f)
+        modinfo = elf.get_section_by_name(".modinfo")
+        if modinfo is None:
+            raise ModuleCheckError(f"{path.name} has no .modinfo section: not a kernel module",
+                                   "rebuild it with the kernel's kbuild")
+        fields = parse_modinfo(modinfo.data())
+        undefined, defined = set(), set()
+        symtab = elf.get_section_by_name(".symtab")
+        if isinstance(symtab, SymbolTableSection):
+            for sym in symtab.iter_symbols():
+                if not sym.name or sym["st_info"]["type"] == "STT_SECTION":
+                    continue
+                if sym["st_shndx"] == "SHN_UNDEF":
+                    undefined.add(sym.name)
+                elif sym["st_info"]["bind"] == "STB_GLOBAL":
+                    defined.add(sym.name)
+        return ModuleInfo(name=fields.get("name", path.stem), machine=str(elf["e_machine"]),
+                          vermagic=fields.get("vermagic", ""), undefined=frozenset(undefined),
+                          defined=frozenset(defined))
+
+
+def parse_modinfo(data: bytes) -> dict[str, str]:
+    """``.modinfo`` is NUL-separated ``key=value`` strings (include/linux/moduleparam.h)."""
+    fields: dict[str, str] = {}
+    for raw in data.split(b"\0"):
+        key, sep, value = raw.decode(errors="replace").partition("=")
+        if sep:
+            fields.setdefault(key, value)
+    return fields
+
+
+def parse_symvers(text: str) -> frozenset[str]:
+    """Exported symbol names from Module.symvers (``crc<TAB>symbol<TAB>module<TAB>export``)."""
+    names = set()
+    for line in text.splitlines():
+        parts = line.split("\t")
+        if len(parts) >= 4:
+            names.add(parts[1])
+    return frozenset(names)
+
+
+def module_problem(info: ModuleInfo, release: str, arch: str, exported: frozenset[str],
+                   provided: Iterable[str] = ()) -> str:
+    """Why a module cannot load into this kernel, or empty (pure)."""
+    want = ELF_MACHINE[arch]
+    if info.machine != want:
+        return f"{info.name}.ko is built for {info.machine}, the kernel is {want}"
+    built_for = info.vermagic.split(" ", 1)[0]
+    if built_for != release:
+        return f"{info.name}.ko is built for kernel {built_for or '(no vermagic)'}, not {release}"
+    missing = sorted(info.undefined - exported - set(provided))
+    if missing:
+        return f"{info.name}.ko needs symbols {release} does not export: {', '.join(missing[:8])}"
+    return ""
+
+
+def check_modules(paths: Iterable[Path], kernel: KernelArtifact, platform: Platform) -> None:
+    infos = [read_module(p) for p in paths]
+    exported = _exported(kernel)
+    provided = {s for i in infos for s in i.defined}
+    for info in infos:
+        problem = module_problem(info, kernel.release, platform.arch, exported, provided)
+        if problem:
+            raise ModuleCheckError(problem, "rebuild the module against this kernel's headers")
+
+
+def _exported(kernel: KernelArtifact) -> frozenset[str]:
+    if kernel.kbuild_dir is None or not (kernel.kbuild_dir / "Module.symvers").is_file():
+        raise ConfigError(f"kernel {kernel.release} has no Module.symvers",
+                          "pass --headers with a built kernel tree")
+    return parse_symvers((kernel.kbuild_dir / "Module.symvers").read_text())
+
+
+def _source_files(source: Path) -> list[Path]:
+    return sorted(p for p in source.rglob("*")
+                  if p.is_file() and (p.suffix in {".c", ".h", ".S"} or
+                                      p.name in {"Kbuild", "Makefile"}))
+
+
+def build_modules(kernel: KernelArtifact, platform: Platform,
+                  source: Path = GUEST_MODULES_DIR) -> tuple[Path, ...]:
+    """Build every module under ``source`` for ``kernel``; return the checked .ko files."""
+    if kernel.kbuild_dir is None:
+        raise ConfigError(f"kernel {kernel.release} has no headers to build modules with",
+                          "pass --headers DIR")
+    files = _source_files(source)
+    key = cache.digest([kernel.release, platform.arch,
+                        *(f"{p.relative_to(source)}\0{p.read_text()}" for p in files)])
+    entry = cache.cache_root() / "modules" / f"{kernel.release}-{key}"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+
+    def build(tmp: Path) -> None:
+        src = tmp / "src"
+        shutil.copytree(source, src)
+        hostcmd.run(["make", "-s", "-C", str(kernel.kbuild_dir), f"M={src}",
+                     *_cross_args(platform), "modules"], what=f"building guest modules for "
+                    f"{kernel.release}", timeout=600)
+        for ko in src.rglob("*.ko"):
+            shutil.move(str(ko), tmp / ko.name)
+        shutil.rmtree(src)
+
+    cache.ensure_dir(entry, build)
+    built = tuple(sorted(entry.glob("*.ko")))
+    check_modules(built, kernel, platform)
+    return built
+
+
+def _cross_args(platform: Platform) -> list[str]:
+    if platform.arch == os.uname().machine:
+        return []
+    return [f"ARCH={KBUILD_ARCH[platform.arch]}", f"CROSS_COMPILE={CROSS_COMPILE[platform.arch]}"]
+
