@@ -19,11 +19,11 @@ from types import FrameType
 import paramiko
 
 from .accel import ACCELS
-from .errors import HarnessError
+from .errors import ConfigError, HarnessError
 from .guest import Guest
 from .platforms import PLATFORMS
 from .prepare import DEFAULT_TOPOLOGY, GuestRequest, prepare
-from .sysfs import compare_groups, comparison_json, format_comparison
+from .sysfs import compare_groups, comparison_json, format_comparison, side_by_side
 from .topology import predict_groups
 
 EXIT_MISMATCH = 1
@@ -31,8 +31,9 @@ EXIT_HARNESS = 2
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--platform", default="x86_64-vtd", choices=sorted(PLATFORMS),
-                   help="emulated machine and IOMMU (default: %(default)s)")
+    p.add_argument("--platform", default="x86_64-vtd", choices=[*sorted(PLATFORMS), "all"],
+                   help="emulated machine and IOMMU, or all of them one after the other, "
+                        "results side by side (default: %(default)s)")
     p.add_argument("--kernel", default="debian:6.1",
                    help="debian:6.1, debian:6.12, or the path of a kernel image "
                         "(default: %(default)s)")
@@ -69,8 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _request(args: argparse.Namespace) -> GuestRequest:
-    return GuestRequest(platform=args.platform, kernel=args.kernel, topology=args.topology,
+def _platforms(args: argparse.Namespace) -> list[str]:
+    return sorted(PLATFORMS, reverse=True) if args.platform == "all" else [args.platform]
+
+
+def _request(args: argparse.Namespace, platform: str) -> GuestRequest:
+    return GuestRequest(platform=platform, kernel=args.kernel, topology=args.topology,
                         accel=args.accel, headers=args.headers, modules=args.modules,
                         out_root=args.out, boot_timeout=args.boot_timeout)
 
@@ -79,46 +84,66 @@ def cmd_boot(args: argparse.Namespace) -> int:
     command = list(args.cmd)
     if command and command[0] == "--":
         command = command[1:]
-    config = prepare(_request(args))
-    started = time.monotonic()
-    with Guest(config) as guest:
-        ready = time.monotonic() - started
-        if not command:
-            print(f"{config.platform.name} {config.kernel.release} ({config.accel}): control "
-                  f"shell ready in {ready:.2f}s; logs in {config.out_dir}")
-            return 0
-        shell = guest.ssh if args.ssh else guest.serial
-        assert shell is not None
-        result = shell.run(" ".join(command), timeout=args.timeout)
-    sys.stdout.buffer.write(result.stdout)
-    sys.stdout.flush()
-    sys.stderr.buffer.write(result.stderr)
-    return result.exit_code
+    platforms = _platforms(args)
+    codes = []
+    for name in platforms:
+        config = prepare(_request(args, name))
+        started = time.monotonic()
+        with Guest(config) as guest:
+            ready = time.monotonic() - started
+            if not command:
+                print(f"{config.platform.name} {config.kernel.release} ({config.accel}): control "
+                      f"shell ready in {ready:.2f}s; logs in {config.out_dir}")
+                codes.append(0)
+                continue
+            shell = guest.ssh if args.ssh else guest.serial
+            assert shell is not None
+            result = shell.run(" ".join(command), timeout=args.timeout)
+        if len(platforms) > 1:
+            print(f"== {config.platform.name} ({config.kernel.release}): exit {result.exit_code}",
+                  flush=True)
+        sys.stdout.buffer.write(result.stdout)
+        sys.stdout.flush()
+        sys.stderr.buffer.write(result.stderr)
+        sys.stderr.flush()
+        codes.append(result.exit_code)
+    # One platform: its exit code. Several: the first non-zero one.
+    return next((c for c in codes if c), 0)
 
 
 def cmd_groups(args: argparse.Namespace) -> int:
-    config = prepare(_request(args))
-    with Guest(config) as guest:
-        bound = guest.bind_topology(args.bind) if args.bind else ()
-        actual = guest.groups()
-    comparison = compare_groups(predict_groups(config.topology, config.platform, bound), actual)
+    docs, tables = [], []
+    for name in _platforms(args):
+        config = prepare(_request(args, name))
+        with Guest(config) as guest:
+            bound = guest.bind_topology(args.bind) if args.bind else ()
+            actual = guest.groups()
+        comparison = compare_groups(predict_groups(config.topology, config.platform, bound),
+                                    actual)
+        docs.append({"platform": config.platform.name, "kernel": config.kernel.release,
+                     "topology": config.topology.name, "accel": config.accel,
+                     "bound": list(bound), **comparison_json(comparison)})
+        tables.append(f"# {config.platform.name}, kernel {config.kernel.release}, topology "
+                      f"{config.topology.name}, {config.accel}"
+                      f"{', bound to ' + args.bind if args.bind else ''}\n"
+                      f"{format_comparison(comparison)}")
+    ok = all(d["ok"] for d in docs)
     if args.json:
-        doc = {"platform": config.platform.name, "kernel": config.kernel.release,
-               "topology": config.topology.name, "accel": config.accel, "bound": list(bound),
-               **comparison_json(comparison)}
-        print(json.dumps(doc, indent=2))
+        print(json.dumps(docs[0] if len(docs) == 1 else {"ok": ok, "platforms": docs}, indent=2))
     else:
-        print(f"# {config.platform.name}, kernel {config.kernel.release}, topology "
-              f"{config.topology.name}, {config.accel}")
-        print(format_comparison(comparison))
-    return 0 if comparison.ok else EXIT_MISMATCH
+        print("\n\n".join(tables))
+        if len(docs) > 1:
+            print("\n" + side_by_side(docs))
+    return 0 if ok else EXIT_MISMATCH
 
 
 def cmd_shell(args: argparse.Namespace) -> int:
     if not sys.stdin.isatty():
         raise HarnessError("shell needs a terminal on stdin",
                            "use 'iommu-harness boot -- CMD' from scripts")
-    config = prepare(_request(args))
+    if args.platform == "all":
+        raise ConfigError("shell takes one platform, not 'all'", "pick one with --platform")
+    config = prepare(_request(args, args.platform))
     with Guest(config) as guest:
         print(f"{config.platform.name} {config.kernel.release}: exit the shell to power off; "
               f"logs in {config.out_dir}", file=sys.stderr)

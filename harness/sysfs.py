@@ -7,8 +7,9 @@ sysfs-kernel-iommu_groups) and /sys/bus/pci/devices/*/{vendor,device,driver}.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from .topology import PredictedGroup
 
@@ -156,6 +157,38 @@ def format_comparison(cmp: GroupComparison) -> str:
         lines.append(f"{'-':>5}  {p.type:<8} MISSING predicted group: {members}")
     lines.append("groups match the prediction" if cmp.ok else "groups DIFFER from the prediction")
     return "\n".join(lines)
+
+
+def side_by_side(docs: Sequence[Mapping[str, Any]]) -> str:
+    """One row per device, one column per platform: the group it is in there (from the JSON
+    documents of :func:`comparison_json`, each with its "platform")."""
+    columns: list[dict[str, str]] = []
+    names: dict[str, str] = {}
+    for doc in docs:
+        col: dict[str, str] = {}
+        for g in doc["groups"]:
+            for p in g["predicted"]["devices"]:
+                names.setdefault(p["bdf"], p["name"])
+            mark = "" if not g["problems"] else "!"
+            for d in g["devices"]:
+                col[d["bdf"]] = f"group {g['id']}{mark}"
+        for g in doc["unexpected"]:
+            for d in g["devices"]:
+                col[d["bdf"]] = f"group {g['id']} (unexpected)"
+        for g in doc["missing"]:
+            for p in g["devices"]:
+                names.setdefault(p["bdf"], p["name"])
+                col.setdefault(p["bdf"], "MISSING")
+        columns.append(col)
+    width = max(18, *(len(str(d["platform"])) + 2 for d in docs))
+    head = f"{'device':<14}{'name':<10}" + "".join(f"{d['platform']:<{width}}" for d in docs)
+    rows = [head]
+    for bdf in sorted(set().union(*columns)):
+        rows.append(f"{bdf[5:]:<14}{names.get(bdf, ''):<10}"
+                    + "".join(f"{col.get(bdf, 'no group'):<{width}}" for col in columns))
+    rows.append(f"{'':<24}" + "".join(
+        f"{'matches' if d['ok'] else 'DIFFERS':<{width}}" for d in docs))
+    return "\n".join(r.rstrip() for r in rows)
 
 
 def comparison_json(cmp: GroupComparison) -> dict[str, object]:
