@@ -1,12 +1,15 @@
 """pytest plugin (registered by entry point ``iommu_harness``): guests as session fixtures.
 
 Fixtures:
+- ``platform``: a test that takes it runs once per platform of ``--harness-platform`` (a comma
+  list, or ``all``, the default); ``@pytest.mark.harness_platforms("x86_64-vtd", reason=...)``
+  narrows that for a test about a feature other platforms lack, and must say why;
 - ``guest_pool``: boots guests on demand, one per (platform, kernel, topology), kept for the
   session and always stopped at its end;
-- ``guest``: the default guest (``--harness-platform``, ``--harness-kernel``, default topology).
+- ``guest``: the shared guest of the test's platform (``--harness-kernel``, default topology).
 
-Marker ``harness_guest(platform=..., kernel=..., topology=...)`` overrides the ``guest``
-fixture's choice for one test; unknown keywords are a usage error, not a silent skip.
+Marker ``harness_guest(kernel=..., topology=...)`` overrides the ``guest`` fixture's choice
+for one test. A marker with bad arguments is a usage error, not a silent skip.
 """
 
 from __future__ import annotations
@@ -17,16 +20,17 @@ from pathlib import Path
 import pytest
 
 from .guest import Guest
+from .platforms import PLATFORMS
 from .prepare import DEFAULT_TOPOLOGY, GuestRequest, prepare
 from .qemu import live_processes
 
-_MARKER_KEYS = {"platform", "kernel", "topology"}
+_MARKER_KEYS = {"kernel", "topology"}
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("iommu-harness")
-    group.addoption("--harness-platform", default="x86_64-vtd",
-                    help="platform of the default guest (default: x86_64-vtd)")
+    group.addoption("--harness-platform", default="all",
+                    help="platforms to run on: a comma list, or all (default)")
     group.addoption("--harness-kernel", default="debian:6.1",
                     help="kernel of the default guest (default: debian:6.1)")
     group.addoption("--harness-accel", default="auto", help="auto, kvm or tcg")
@@ -36,7 +40,35 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "harness_guest(platform=, kernel=, topology=): the guest this test needs")
+        "markers", "harness_guest(kernel=, topology=): the guest this test needs")
+    config.addinivalue_line(
+        "markers", "harness_platforms(*names, reason=): only these platforms, and why")
+
+
+def selected_platforms(config: pytest.Config) -> list[str]:
+    value = str(config.getoption("--harness-platform"))
+    names = sorted(PLATFORMS, reverse=True) if value == "all" else value.split(",")
+    unknown = [n for n in names if n not in PLATFORMS]
+    if unknown:
+        raise pytest.UsageError(f"--harness-platform: unknown {unknown}; "
+                                f"known: {sorted(PLATFORMS)} or all")
+    return names
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "platform" not in metafunc.fixturenames:
+        return
+    names = selected_platforms(metafunc.config)
+    marker = metafunc.definition.get_closest_marker("harness_platforms")
+    if marker is not None:
+        reason = marker.kwargs.get("reason")
+        unknown = [a for a in marker.args if a not in PLATFORMS]
+        if not marker.args or not reason or unknown or set(marker.kwargs) - {"reason"}:
+            raise pytest.UsageError(
+                f"{metafunc.definition.nodeid}: harness_platforms takes platform names "
+                f"{sorted(PLATFORMS)} and reason='why the others lack the feature'")
+        names = [n for n in names if n in marker.args]
+    metafunc.parametrize("platform", names, ids=names)
 
 
 class GuestPool:
@@ -48,7 +80,7 @@ class GuestPool:
                 topology: Path | str | None = None) -> GuestRequest:
         opt = self._config.getoption
         out = opt("--harness-out")
-        return GuestRequest(platform=platform or opt("--harness-platform"),
+        return GuestRequest(platform=platform or selected_platforms(self._config)[0],
                             kernel=kernel or opt("--harness-kernel"),
                             topology=Path(topology) if topology else DEFAULT_TOPOLOGY,
                             accel=opt("--harness-accel"), out_root=Path(out) if out else None)
@@ -88,7 +120,7 @@ def guest_pool(pytestconfig: pytest.Config) -> Iterator[GuestPool]:
 
 
 @pytest.fixture
-def guest(request: pytest.FixtureRequest, guest_pool: GuestPool) -> Guest:
+def guest(request: pytest.FixtureRequest, guest_pool: GuestPool, platform: str) -> Guest:
     marker = request.node.get_closest_marker("harness_guest")
     kwargs: dict[str, str] = {}
     if marker is not None:
@@ -98,7 +130,7 @@ def guest(request: pytest.FixtureRequest, guest_pool: GuestPool) -> Guest:
                 f"{request.node.nodeid}: harness_guest takes only keywords "
                 f"{sorted(_MARKER_KEYS)}, got args {marker.args} and {sorted(unknown)}")
         kwargs = dict(marker.kwargs)
-    return guest_pool.get(**kwargs)
+    return guest_pool.get(platform=platform, **kwargs)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

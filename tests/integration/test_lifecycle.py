@@ -1,4 +1,5 @@
-"""No QEMU outlives the harness: context exit, exceptions, Ctrl-C, SIGTERM, SIGKILL."""
+"""No QEMU outlives the harness (context exit, exceptions, Ctrl-C, SIGTERM, SIGKILL), and the
+command line end to end, on every platform."""
 
 from __future__ import annotations
 
@@ -12,18 +13,19 @@ from pathlib import Path
 
 import pytest
 
-from harness.accel import kvm_verdict
+from harness.accel import kvm_device_usable, kvm_verdict
 from harness.errors import GuestError
 from harness.kernel import resolve_kernel
-from harness.platforms import X86_64_VTD
+from harness.platforms import PLATFORMS
 from harness.pytest_plugin import GuestPool
 from tests.integration.helpers import alive, children_named, wait_gone
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
+IOMMU_OPTION = {"x86_64-vtd": "CONFIG_INTEL_IOMMU", "aarch64-smmuv3": "CONFIG_ARM_SMMU_V3"}
 
 
-def test_context_exit_powers_off_and_reaps(guest_pool: GuestPool) -> None:
-    with guest_pool.fresh() as g:
+def test_context_exit_powers_off_and_reaps(guest_pool: GuestPool, platform: str) -> None:
+    with guest_pool.fresh(platform) as g:
         assert g.qemu is not None and g.qemu.pid is not None
         pid = g.qemu.pid
         assert g.run("echo up").stdout == b"up\n"
@@ -31,17 +33,18 @@ def test_context_exit_powers_off_and_reaps(guest_pool: GuestPool) -> None:
     assert pid not in children_named(os.getpid())
 
 
-def test_an_exception_inside_the_guest_block_still_stops_qemu(guest_pool: GuestPool) -> None:
+def test_an_exception_inside_the_guest_block_still_stops_qemu(guest_pool: GuestPool,
+                                                              platform: str) -> None:
     pid = None
-    with pytest.raises(RuntimeError, match="test body failed"), guest_pool.fresh() as g:
+    with pytest.raises(RuntimeError, match="test body failed"), guest_pool.fresh(platform) as g:
         assert g.qemu is not None
         pid = g.qemu.pid
         raise RuntimeError("test body failed")
     assert pid is not None and not alive(pid)
 
 
-def test_qemu_killed_from_outside_is_a_clear_error(guest_pool: GuestPool) -> None:
-    with guest_pool.fresh() as g:
+def test_qemu_killed_from_outside_is_a_clear_error(guest_pool: GuestPool, platform: str) -> None:
+    with guest_pool.fresh(platform) as g:
         assert g.qemu is not None and g.qemu.pid is not None
         os.kill(g.qemu.pid, signal.SIGKILL)
         started = time.monotonic()
@@ -50,10 +53,10 @@ def test_qemu_killed_from_outside_is_a_clear_error(guest_pool: GuestPool) -> Non
         assert time.monotonic() - started < 10
 
 
-def start_harness(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
+def start_harness(tmp_path: Path, platform: str) -> tuple[subprocess.Popen[bytes], int]:
     """A harness running a long guest command; returns it and its QEMU's pid once ready."""
-    proc = subprocess.Popen([*HARNESS, "boot", "--out", str(tmp_path), "--",
-                             "echo READY; sleep 600"],
+    proc = subprocess.Popen([*HARNESS, "boot", "--platform", platform, "--out", str(tmp_path),
+                             "--", "echo READY; sleep 600"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -70,8 +73,9 @@ def start_harness(tmp_path: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 128 + 15),
                                            (signal.SIGKILL, -9)])
-def test_killing_the_harness_kills_qemu(tmp_path: Path, sig: int, code: int) -> None:
-    proc, qemu = start_harness(tmp_path)
+def test_killing_the_harness_kills_qemu(tmp_path: Path, platform: str, sig: int,
+                                       code: int) -> None:
+    proc, qemu = start_harness(tmp_path, platform)
     proc.send_signal(sig)
     assert proc.wait(30) == code
     assert wait_gone(qemu, 10), f"QEMU {qemu} survived the harness's {signal.Signals(sig).name}"
@@ -79,31 +83,46 @@ def test_killing_the_harness_kills_qemu(tmp_path: Path, sig: int, code: int) -> 
     assert len(logs) == 1 and logs[0].stat().st_size > 0  # the log is kept
 
 
-def test_cli_boot_returns_the_command_exit_code(tmp_path: Path) -> None:
-    proc = subprocess.run([*HARNESS, "boot", "--out", str(tmp_path), "--",
-                           "cat /proc/cmdline; exit 3"], capture_output=True, timeout=180,
+def test_cli_boot_returns_the_command_exit_code(tmp_path: Path, platform: str) -> None:
+    proc = subprocess.run([*HARNESS, "boot", "--platform", platform, "--out", str(tmp_path),
+                           "--", "cat /proc/cmdline; exit 3"], capture_output=True, timeout=180,
                           check=False)
     assert proc.returncode == 3
-    assert b"intel_iommu=on" in proc.stdout
+    assert PLATFORMS[platform].cmdline[0].encode() in proc.stdout
 
 
-def test_cli_groups_json(tmp_path: Path) -> None:
-    proc = subprocess.run([*HARNESS, "groups", "--json", "--out", str(tmp_path)],
+def test_cli_groups_json(tmp_path: Path, platform: str) -> None:
+    proc = subprocess.run([*HARNESS, "groups", "--platform", platform, "--bind", "pci-stub",
+                           "--json", "--out", str(tmp_path)],
                           capture_output=True, timeout=180, check=False)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
-    assert doc["ok"] is True and doc["topology"] == "default"
-    sizes = sorted(len(g["devices"]) for g in doc["groups"])
-    assert sizes.count(1) >= 2 and 3 in sizes  # two singletons, a bridge with two devices
+    assert doc["ok"] is True and doc["topology"] == "default" and doc["platform"] == platform
+    assert doc["bound"] == ["edu0", "edu1", "edu2", "edu3"]
+    edu = [g for g in doc["groups"] if any(d["pci_id"] == "1234:11e8" for d in g["devices"])]
+    # The bridge group: bridge and both devices on VT-d; bridge and the first one on SMMUv3,
+    # where the second shares its stream ID and gets no group (see predict_groups).
+    assert sorted(len(g["devices"]) for g in edu) == (
+        [1, 1, 3] if platform == "x86_64-vtd" else [1, 1, 2])
 
 
-def test_accel_kvm_is_either_proven_or_refused_clearly(tmp_path: Path) -> None:
-    kernel = resolve_kernel("debian:6.1", X86_64_VTD)
-    works = os.access("/dev/kvm", os.R_OK | os.W_OK) and \
-        kvm_verdict(X86_64_VTD, kernel.boot_image).works
+def test_cli_groups_on_all_platforms_side_by_side(tmp_path: Path) -> None:
+    proc = subprocess.run([*HARNESS, "groups", "--platform", "all", "--out", str(tmp_path)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stderr
+    header = next(line for line in proc.stdout.splitlines() if line.startswith("device"))
+    assert header.split()[2:] == ["x86_64-vtd", "aarch64-smmuv3"]
+    row = next(line for line in proc.stdout.splitlines() if line.startswith("00:03.0"))
+    assert row.split()[1:] == ["edu0", "group", "2", "no", "group"]
+
+
+def test_accel_kvm_is_either_proven_or_refused_clearly(tmp_path: Path, platform: str) -> None:
+    p = PLATFORMS[platform]
+    kernel = resolve_kernel("debian:6.1", p)
+    works = not kvm_device_usable(p) and kvm_verdict(p, kernel.boot_image).works
     started = time.monotonic()
-    proc = subprocess.run([*HARNESS, "boot", "--accel", "kvm", "--out", str(tmp_path), "--",
-                           "cat /sys/devices/system/cpu/cpu0/online 2>/dev/null; true"],
+    proc = subprocess.run([*HARNESS, "boot", "--platform", platform, "--accel", "kvm",
+                           "--out", str(tmp_path), "--", "true"],
                           capture_output=True, text=True, timeout=180, check=False)
     if works:
         assert proc.returncode == 0, proc.stderr
@@ -114,31 +133,33 @@ def test_accel_kvm_is_either_proven_or_refused_clearly(tmp_path: Path) -> None:
         assert time.monotonic() - started < 60  # never a hang
 
 
-def test_kernel_without_the_iommu_is_refused_naming_the_options(tmp_path: Path) -> None:
-    kernel = resolve_kernel("debian:6.1", X86_64_VTD)
+def test_kernel_without_the_iommu_is_refused_naming_the_options(tmp_path: Path,
+                                                                platform: str) -> None:
+    option = IOMMU_OPTION[platform]
+    kernel = resolve_kernel("debian:6.1", PLATFORMS[platform])
     assert kernel.kbuild_dir is not None and kernel.modules_dir is not None
     headers = tmp_path / "headers"
     (headers / "include" / "generated").mkdir(parents=True)
     (headers / "include" / "generated" / "utsrelease.h").write_text(
         f'#define UTS_RELEASE "{kernel.release}"\n')
-    config = kernel.config_path.read_text().replace("CONFIG_INTEL_IOMMU=y",
-                                                    "# CONFIG_INTEL_IOMMU is not set")
+    config = kernel.config_path.read_text().replace(f"{option}=y", f"# {option} is not set")
     (headers / ".config").write_text(config)
-    proc = subprocess.run([*HARNESS, "boot", "--kernel", str(kernel.image), "--headers",
-                           str(headers), "--modules", str(kernel.modules_dir), "--out",
-                           str(tmp_path), "--", "true"], capture_output=True, text=True,
-                          timeout=60, check=False)
+    proc = subprocess.run([*HARNESS, "boot", "--platform", platform,
+                           "--kernel", str(kernel.image), "--headers", str(headers),
+                           "--modules", str(kernel.modules_dir), "--out", str(tmp_path),
+                           "--", "true"], capture_output=True, text=True, timeout=60, check=False)
     assert proc.returncode == 2
-    assert "needs CONFIG_INTEL_IOMMU=y" in proc.stderr
+    assert f"needs {option}=y" in proc.stderr
     assert not list(tmp_path.glob("*/console.log"))  # refused before any boot
 
 
-def test_prebuilt_image_with_headers_and_modules_boots(tmp_path: Path) -> None:
-    kernel = resolve_kernel("debian:6.1", X86_64_VTD)
+def test_prebuilt_image_with_headers_and_modules_boots(tmp_path: Path, platform: str) -> None:
+    kernel = resolve_kernel("debian:6.1", PLATFORMS[platform])
     assert kernel.kbuild_dir is not None and kernel.modules_dir is not None
-    proc = subprocess.run([*HARNESS, "boot", "--kernel", str(kernel.image), "--headers",
-                           str(kernel.kbuild_dir), "--modules", str(kernel.modules_dir),
-                           "--out", str(tmp_path), "--", "uname -r"],
-                          capture_output=True, text=True, timeout=180, check=False)
+    proc = subprocess.run([*HARNESS, "boot", "--platform", platform,
+                           "--kernel", str(kernel.image), "--headers", str(kernel.kbuild_dir),
+                           "--modules", str(kernel.modules_dir), "--out", str(tmp_path),
+                           "--", "uname -r"], capture_output=True, text=True, timeout=180,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == kernel.release
