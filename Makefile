@@ -33,7 +33,8 @@ test: lint
 	$(PY) -m pytest tests -q
 
 bench: deps
-	$(PY) bench/boot.py
+	$(PY) bench/boot.py --platform x86_64-vtd --platform aarch64-smmuv3 \
+		--kernel debian:6.1 --kernel debian:6.12
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

@@ -58,6 +58,11 @@ def selected_platforms(config: pytest.Config) -> list[str]:
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "platform" not in metafunc.fixturenames:
         return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        names = mark.args[0] if mark.args else ""
+        if "platform" in ([n.strip() for n in names.split(",")] if isinstance(names, str)
+                          else list(names)):
+            return  # the test chose its platforms itself
     names = selected_platforms(metafunc.config)
     marker = metafunc.definition.get_closest_marker("harness_platforms")
     if marker is not None:

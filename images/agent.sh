@@ -1,5 +1,6 @@
 # The control agent, run by init on the virtio console with it as controlling tty.
-# One command per line: "<token> <base64 of the script>". Each reply is framed with \036 (ASCII
+# One command per line: "<token> <script with \0ooo octal escapes>" (harness/channels/framing.py);
+# printf %b, a builtin, decodes it without starting a process. Each reply is framed with \036 (ASCII
 # RS) markers that carry the token, so neither an echo nor the command's output can forge them:
 #   \036B<token>\036 <stdout> \036E<token>\036 <stderr> \036X<token> <exit code>\036
 # The tty passes output bytes untouched (-opost), never echoes, and turns ^C into SIGINT (isig):
@@ -16,9 +17,7 @@ while :; do
   [ $st -ne 0 ] && break
   [ -n "$token" ] || continue
   intr=0
-  base64 -d > "$t/.cmd" << EOF
-$script
-EOF
+  printf '%b' "$script" > "$t/.cmd"
   printf '\036B%s\036' "$token"
   # A subshell (a fork, no exec) in its own process group (set -m): on ^C the agent's trap
   # interrupts wait and the whole group is killed.
@@ -28,6 +27,6 @@ EOF
   rc=$?
   [ $intr = 1 ] && kill -KILL -$pid 2> /dev/null
   printf '\036E%s\036' "$token"
-  cat "$t/.err"
+  [ -s "$t/.err" ] && cat "$t/.err"
   printf '\036X%s %d\036' "$token" "$rc"
 done

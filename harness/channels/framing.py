@@ -1,14 +1,15 @@
 """The control agent's wire format (pure); the agent side is images/agent.sh.
 
-Request: ``<token> <base64 of the script>\\n``. Reply:
+Request: ``<token> <script>\\n``, every script byte outside ``[A-Za-z0-9_./,:=+-]`` written
+as a ``\\0ooo`` octal escape, which the agent's ``printf '%b'`` (a shell builtin: no process to
+start) turns back into the byte. Reply:
 ``\\x1eB<token>\\x1e <stdout> \\x1eE<token>\\x1e <stderr> \\x1eX<token> <exit code>\\x1e``.
-The token is random per command and the request carries the script only in base64, which has no
-``\\x1e``, so neither an echo of the request nor the command's own output can forge a marker.
+The token is random per command and the request never carries a raw ``\\x1e``, so neither an
+echo of the request nor the command's own output can forge a marker.
 """
 
 from __future__ import annotations
 
-import base64
 import secrets
 
 RS = b"\x1e"
@@ -20,9 +21,17 @@ def new_token() -> bytes:
     return secrets.token_hex(8).encode()
 
 
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./,:=+-")
+_ENCODED = [bytes([b]) if b in _SAFE else b"\\0%03o" % b for b in range(256)]
+
+
+def encode_script(data: bytes) -> bytes:
+    return b"".join(_ENCODED[b] for b in data)
+
+
 def request(token: bytes, script: str | bytes) -> bytes:
     data = script.encode() if isinstance(script, str) else script
-    return token + b" " + base64.b64encode(data) + b"\n"
+    return token + b" " + encode_script(data) + b"\n"
 
 
 def begin_marker(token: bytes) -> bytes:

@@ -33,23 +33,24 @@ class SerialShell:
         """Wait for the agent's greeting (sent once, when it starts)."""
         self._expect(framing.HELLO, deadline, "waiting for the control agent to start")
 
-    def run(self, command: str, timeout: float = 60.0) -> Result:
+    def run(self, command: str | bytes, timeout: float = 60.0) -> Result:
         if self._broken:
             raise GuestError(f"control channel unusable: {self._broken}",
                              "the guest must be restarted")
         deadline = Deadline.after(timeout)
+        label = command if isinstance(command, str) else command.decode(errors="replace")
         token = framing.new_token()
         self._write(framing.request(token, command))
         began = False
         try:
-            self._expect(framing.begin_marker(token), deadline, command)
+            self._expect(framing.begin_marker(token), deadline, label)
             began = True
-            stdout = self._expect(framing.stdout_end_marker(token), deadline, command)
+            stdout = self._expect(framing.stdout_end_marker(token), deadline, label)
         except CommandTimeout as exc:
-            self._interrupt(token, began, command)
-            raise CommandTimeout(command, timeout, exc.partial) from None
-        stderr = self._expect(framing.exit_marker(token), deadline, command)
-        code = self._expect(framing.RS, deadline, command)
+            self._interrupt(token, began, label)
+            raise CommandTimeout(label, timeout, exc.partial) from None
+        stderr = self._expect(framing.exit_marker(token), deadline, label)
+        code = self._expect(framing.RS, deadline, label)
         return Result(stdout, stderr, framing.parse_exit_code(code))
 
     def _interrupt(self, token: bytes, began: bool, command: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.channels import framing
 from harness.channels.serial import SerialShell
 from harness.deadline import Deadline
 from harness.errors import CommandTimeout, GuestError
@@ -101,3 +102,18 @@ def test_a_dead_agent_is_a_guest_error_not_a_hang(shell: SerialShell) -> None:
     assert not isinstance(info.value, CommandTimeout)
     with pytest.raises(GuestError, match="unusable"):
         shell.run("echo never", timeout=5)
+
+
+def test_every_byte_of_a_script_survives_the_encoding(shell: SerialShell) -> None:
+    # A script that writes its own text (minus NUL, which a shell script cannot hold) back.
+    payload = bytes(b for b in range(1, 256) if b not in b"'\n")
+    r = shell.run(b"printf '%s' '" + payload + b"'")
+    assert r.stdout == payload
+
+
+def test_the_encoded_request_holds_no_marker_byte_and_is_one_line() -> None:
+    line = framing.request(b"tok", bytes(range(256)))
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    assert framing.RS not in line
+    assert set(line[4:-1]) <= set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+                                  b"0123456789_./,:=+-\\")
