@@ -1,0 +1,112 @@
+"""The kernel log classifier on real logs written down from real guests (tests/data/logs):
+boot logs of both platforms and kernels, a WARNING raised by our module (warn=1), a panic from
+sysrq-c, each also truncated at every line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from harness.dmesg import Record, classify, events_of, parse_records, splats
+from tests.conftest import DATA
+
+LOGS = DATA / "logs"
+TAGS = ["x86-6.1", "x86-6.12", "arm64-6.1", "arm64-6.12"]
+# Devices that join a group during boot: all of them on VT-d, only the probed ones on SMMUv3.
+BOOT_GROUP_ADDS = {"x86": 11, "arm64": 3}
+
+
+def text(name: str) -> str:
+    return (LOGS / name).read_text()
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_boot_logs_have_no_splat_and_the_expected_group_adds(tag: str) -> None:
+    events = events_of(text(f"boot-{tag}.log"))
+    assert splats(events) == []
+    adds = [e for e in events if e.kind == "iommu_group_add"]
+    assert len(adds) == BOOT_GROUP_ADDS[tag.split("-", maxsplit=1)[0]]
+    virtio = next(e for e in adds if e.detail("device") == "0000:00:18.0")
+    assert virtio.detail("driver") in ("pci", "virtio-pci")
+    assert virtio.signature == "iommu_group_add:0000:00:18.0"
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_a_module_warning_is_one_event_with_function_and_location(tag: str) -> None:
+    log = text(f"warn-{tag}.kmsg")
+    [warning] = splats(events_of(log))
+    assert warning.kind == "warning"
+    assert warning.signature == "warning:ih_smoke_init"
+    assert warning.detail("location") == "ih_smoke.c:36"
+    assert warning.lines[0].startswith("WARNING: CPU: 0 PID: ")
+    assert warning.lines[-1].startswith("---[ end trace")
+    assert any("Call trace:" in line or "Call Trace:" in line for line in warning.lines)
+    # /dev/kmsg records carry sequence numbers: the event knows where it starts and ends.
+    assert warning.first_seq is not None and warning.last_seq is not None
+    assert warning.last_seq - warning.first_seq == len(warning.lines) - 1
+
+
+@pytest.mark.parametrize("tag", TAGS)
+def test_a_panic_is_found_with_its_reason(tag: str) -> None:
+    events = events_of(text(f"panic-{tag}.log"))
+    panic = [e for e in events if e.kind == "panic"]
+    assert [e.signature for e in panic] == ["panic:sysrq triggered crash"]
+    assert len(panic[0].lines) > 10  # the call trace is part of the event
+
+
+@pytest.mark.parametrize("name", [f"{kind}-{tag}.{ext}" for tag in TAGS
+                                  for kind, ext in (("panic", "log"), ("warn", "kmsg"))])
+def test_truncated_logs_parse_without_exceptions(name: str) -> None:
+    lines = text(name).splitlines(keepends=True)
+    full = {e.signature for e in splats(events_of("".join(lines)))}
+    for cut in range(0, len(lines), 7):
+        partial = events_of("".join(lines[:cut]) + lines[cut][: len(lines[cut]) // 2]
+                            if cut < len(lines) else "".join(lines))
+        assert {e.signature for e in splats(partial)} <= full
+
+
+def test_signatures_ignore_addresses_and_timestamps() -> None:
+    a = events_of("[    1.000000] Kernel panic - not syncing: Attempted to kill init! "
+                  "exitcode=0x0000000b\n")
+    b = events_of("[   99.123456] Kernel panic - not syncing: Attempted to kill init! "
+                  "exitcode=0x00000004\n")
+    assert a[0].signature == b[0].signature
+
+
+def test_kmsg_records_parse_sequence_level_and_escapes() -> None:
+    [rec] = list(parse_records("6,42,1234567,-;hello\\x09world\n SUBSYSTEM=pci\n"))
+    assert rec == Record("hello\tworld", 42, 1234567, 6)
+
+
+# The VT-d fault record as a real guest printed it (design notes: edu DMA to an unmapped IOVA
+# on Debian 6.1, q35 + intel-iommu).
+DMAR = ("[    5.100000] DMAR: DRHD: handling fault status reg 2\n"
+        "[    5.100100] DMAR: [DMA Write NO_PASID] Request device [00:02.0] fault addr 0x900000 "
+        "[fault reason 0x05] PTE Write access is not set\n")
+
+
+def test_dmar_fault_record() -> None:
+    [fault] = [e for e in events_of(DMAR) if e.kind == "dmar_fault"]
+    assert fault.detail("source") == "00:02.0"
+    assert fault.detail("address") == "0x900000"
+    assert fault.detail("reason") == "0x05"
+    assert fault.detail("request") == "DMA Write"
+    assert not fault.is_splat
+
+
+def test_probe_failure_and_iommu_errors() -> None:
+    events = events_of("[ 1.0] vfio-pci 0000:00:03.0: probe with driver vfio-pci failed with "
+                       "error -22\n[ 2.0] pci-stub 0000:00:04.0: probe of 0000:00:04.0 failed "
+                       "with error -16\n")
+    probe = [e for e in events if e.kind == "probe_failed"]
+    assert [e.detail("errno") for e in probe] == ["-22", "-16"]
+    assert [e.signature for e in probe] == ["probe_failed:vfio-pci:-22",
+                                            "probe_failed:pci-stub:-16"]
+
+
+def test_garbage_never_raises() -> None:
+    for junk in ["", "\x00\xff", "[", "[ 1.0", "6,x,y,-;", "WARNING: CPU:", "---[ end trace",
+                 "BUG: KASAN:", "\n" * 100]:
+        classify(parse_records(junk))
+    assert isinstance(events_of(Path(__file__).read_text()), list)
