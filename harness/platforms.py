@@ -56,6 +56,10 @@ class Platform:
     user_slots: tuple[int, int] = (1, 0x17)  # root-bus slots a topology may use
 
 
+# What every platform's guest loads and needs for its control console and network.
+_VIRTIO_OPTIONS = ("CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE", "CONFIG_VIRTIO_NET")
+_GUEST_MODULES = ("virtio_pci", "virtio_console", "virtio_net", "pci_stub")
+
 _INFRA = (
     InfraDevice("control", "virtio-serial-pci", "vser0", 0x18, "1af4:1003"),
     InfraDevice("network", "virtio-net-pci", "net0dev", 0x19, "1af4:1000"),
@@ -79,8 +83,8 @@ X86_64_VTD = Platform(
     required_builtin=("CONFIG_PCI", "CONFIG_IOMMU_SUPPORT", "CONFIG_INTEL_IOMMU",
                       "CONFIG_IRQ_REMAP", "CONFIG_SERIAL_8250_CONSOLE",
                       "CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS"),
-    required_any=("CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE", "CONFIG_VIRTIO_NET"),
-    guest_modules=("virtio_pci", "virtio_console", "virtio_net", "pci_stub"),
+    required_any=_VIRTIO_OPTIONS,
+    guest_modules=_GUEST_MODULES,
     infra=_INFRA,
     fixed_groups=(
         FixedGroup((("0000:00:00.0", "8086:29c0"),)),
@@ -109,8 +113,8 @@ AARCH64_SMMUV3 = Platform(
     required_builtin=("CONFIG_PCI", "CONFIG_IOMMU_SUPPORT", "CONFIG_ARM_SMMU_V3",
                       "CONFIG_PCI_HOST_GENERIC", "CONFIG_SERIAL_AMBA_PL011_CONSOLE",
                       "CONFIG_BLK_DEV_INITRD", "CONFIG_DEVTMPFS"),
-    required_any=("CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE", "CONFIG_VIRTIO_NET"),
-    guest_modules=("virtio_pci", "virtio_console", "virtio_net", "pci_stub"),
+    required_any=_VIRTIO_OPTIONS,
+    guest_modules=_GUEST_MODULES,
     infra=_INFRA,
     fixed_groups=(),  # the host bridge has no driver, hence no group
     default_domain_type="DMA",  # Debian arm64: CONFIG_IOMMU_DEFAULT_DMA_STRICT=y

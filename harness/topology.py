@@ -129,31 +129,31 @@ def _get(table: Mapping[str, Any], key: str, typ: type, default: Any, fail: Any,
 _REQUIRED = object()
 
 
-def _parse_bridge(t: Mapping[str, Any], index: int, fail: Any) -> Bridge:
-    where = f"bridge #{index + 1}"
-    unknown = set(t) - _BRIDGE_KEYS
+def _identify(t: Mapping[str, Any], index: int, table: str, allowed: set[str],
+              kinds: Mapping[str, str], default_kind: str, fail: Any) -> tuple[str, str, str]:
+    """Common to bridges and devices: known keys only, an id, a known kind.
+    Returns (id, kind, where) with ``where`` naming the entry for later messages."""
+    where = f"{table} #{index + 1}"
+    unknown = set(t) - allowed
     if unknown:
         raise fail(f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
-                   f"bridge keys are {', '.join(sorted(_BRIDGE_KEYS))}")
+                   f"{table} keys are {', '.join(sorted(allowed))}")
     ident = _get(t, "id", str, _REQUIRED, fail, where)
-    where = f"bridge {ident!r}"
-    kind = _get(t, "kind", str, "pcie-pci-bridge", fail, where)
-    if kind not in _BRIDGE_KINDS:
-        raise fail(f"{where}: unknown kind {kind!r}", f"use one of {sorted(_BRIDGE_KINDS)}")
+    where = f"{table} {ident!r}"
+    kind = _get(t, "kind", str, default_kind, fail, where)
+    if kind not in kinds:
+        raise fail(f"{where}: unknown kind {kind!r}", f"use one of {sorted(kinds)}")
+    return ident, kind, where
+
+
+def _parse_bridge(t: Mapping[str, Any], index: int, fail: Any) -> Bridge:
+    ident, kind, where = _identify(t, index, "bridge", _BRIDGE_KEYS, _BRIDGE_KINDS,
+                                   "pcie-pci-bridge", fail)
     return Bridge(id=ident, slot=_get(t, "slot", int, _REQUIRED, fail, where), kind=kind)
 
 
 def _parse_device(t: Mapping[str, Any], index: int, fail: Any) -> Device:
-    where = f"device #{index + 1}"
-    unknown = set(t) - _DEVICE_KEYS
-    if unknown:
-        raise fail(f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
-                   f"device keys are {', '.join(sorted(_DEVICE_KEYS))}")
-    ident = _get(t, "id", str, _REQUIRED, fail, where)
-    where = f"device {ident!r}"
-    kind = _get(t, "kind", str, "edu", fail, where)
-    if kind not in _DEVICE_KINDS:
-        raise fail(f"{where}: unknown kind {kind!r}", f"use one of {sorted(_DEVICE_KINDS)}")
+    ident, kind, where = _identify(t, index, "device", _DEVICE_KEYS, _DEVICE_KINDS, "edu", fail)
     dma_mask = _get(t, "dma_mask", int, None, fail, where)
     if dma_mask is not None and not 0 < dma_mask < 1 << 64:
         raise fail(f"{where}: dma_mask {dma_mask:#x} out of range", "use a positive 64-bit mask")
