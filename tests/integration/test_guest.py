@@ -47,9 +47,12 @@ def test_groups_equal_the_prediction_before_and_after_binding(
         assert_groups_match(g, bound)
 
 
-@pytest.fixture(params=["serial", "ssh"])
-def shell(request: pytest.FixtureRequest, guest: Guest) -> Shell:
-    if request.param == "serial":
+@pytest.fixture(params=[(t, k) for k in KERNELS for t in ("serial", "ssh")],
+                ids=lambda p: f"{p[0]}-{p[1][7:]}")
+def shell(request: pytest.FixtureRequest, guest_pool: GuestPool, platform: str) -> Shell:
+    transport, kernel = request.param
+    guest = guest_pool.get(platform, kernel)
+    if transport == "serial":
         assert guest.serial is not None
         return guest.serial
     return guest.ssh
