@@ -43,6 +43,7 @@ class Event:
     first_seq: int | None = None
     last_seq: int | None = None
     details: tuple[tuple[str, str], ...] = field(default=())
+    usec: int | None = None  # timestamp of the first line
 
     @property
     def is_splat(self) -> bool:
@@ -170,6 +171,7 @@ class _Open:
     first_seq: int | None
     last_seq: int | None
     details: dict[str, str]
+    usec: int | None = None
     frames: list[str] = field(default_factory=list)
 
 
@@ -189,7 +191,7 @@ def classify(records: Iterable[Record]) -> list[Event]:
             parts = [*parts, report.frames[0]]
         events.append(Event(report.kind, _signature(report.kind, *parts), report.summary,
                             tuple(report.lines), report.first_seq, report.last_seq,
-                            tuple(sorted(report.details.items()))))
+                            tuple(sorted(report.details.items())), report.usec))
 
     for rec in records:
         text = rec.text
@@ -212,7 +214,7 @@ def classify(records: Iterable[Record]) -> list[Event]:
             # A panic or oops inside an open WARNING/oops report closes it and starts anew,
             # except the panic that an oops causes, which joins a fresh event of its own.
             close(current)
-            current = _Open(kind, text.strip(), parts, [text], rec.seq, rec.seq, {})
+            current = _Open(kind, text.strip(), parts, [text], rec.seq, rec.seq, {}, rec.usec)
             if kind == "warning":
                 current.details["location"] = parts[1] if len(parts) > 1 else ""
             if _REPORT_END.search(text):
@@ -243,7 +245,7 @@ def classify(records: Iterable[Record]) -> list[Event]:
         m = _SMMU_EVENT.search(text)
         if m:
             smmu = _Open("smmu_event", text.strip(), [m.group(2)], [text], rec.seq, rec.seq,
-                         {"smmu": m.group(1), "event_id": m.group(2), "count": "1"})
+                         {"smmu": m.group(1), "event_id": m.group(2), "count": "1"}, rec.usec)
     close(current)
     if smmu is not None:
         _fold_smmu(events, smmu)
@@ -274,12 +276,14 @@ def _one_line_event(rec: Record) -> Event | None:
     if m:
         return Event("iommu_group_add", _signature("iommu_group_add", m.group(2)), text.strip(),
                      (text,), rec.seq, rec.seq,
-                     (("device", m.group(2)), ("driver", m.group(1)), ("group", m.group(3))))
+                     (("device", m.group(2)), ("driver", m.group(1)), ("group", m.group(3))),
+                     rec.usec)
     m = _PROBE_FAILED.search(text)
     if m:
         return Event("probe_failed", _signature("probe_failed", m.group(1), m.group(3)),
                      text.strip(), (text,), rec.seq, rec.seq,
-                     (("device", m.group(2)), ("driver", m.group(1)), ("errno", m.group(3))))
+                     (("device", m.group(2)), ("driver", m.group(1)), ("errno", m.group(3))),
+                     rec.usec)
     m = _DMAR_FAULT.search(text)
     if m:
         request, source, addr, reason, why = m.groups()
@@ -287,10 +291,10 @@ def _one_line_event(rec: Record) -> Event | None:
         if reason:
             details += [("reason", f"0x{reason}"), ("reason_text", (why or "").strip())]
         return Event("dmar_fault", _signature("dmar_fault", source, request, reason or ""),
-                     text.strip(), (text,), rec.seq, rec.seq, tuple(sorted(details)))
+                     text.strip(), (text,), rec.seq, rec.seq, tuple(sorted(details)), rec.usec)
     if _IOMMU_ERROR.search(text) and "Adding to iommu group" not in text:
         return Event("iommu_error", _signature("iommu_error", re.sub(r"\d+", "N", text)[:120]),
-                     text.strip(), (text,), rec.seq, rec.seq)
+                     text.strip(), (text,), rec.seq, rec.seq, (), rec.usec)
     return None
 
 
@@ -314,10 +318,10 @@ def _fold_smmu(events: list[Event], ev: _Open) -> None:
         details = dict(prev.details)
         details["count"] = str(int(details.get("count", "1")) + 1)
         events[-1] = Event(prev.kind, prev.signature, prev.summary, prev.lines + tuple(ev.lines),
-                           prev.first_seq, ev.last_seq, tuple(sorted(details.items())))
+                           prev.first_seq, ev.last_seq, tuple(sorted(details.items())), prev.usec)
         return
     events.append(Event("smmu_event", sig, ev.summary, tuple(ev.lines), ev.first_seq,
-                        ev.last_seq, tuple(sorted(ev.details.items()))))
+                        ev.last_seq, tuple(sorted(ev.details.items())), ev.usec))
 
 
 def events_of(text: str) -> list[Event]:

@@ -47,6 +47,24 @@ class GuestError(HarnessError):
     """The guest stopped answering, died, or a channel to it broke."""
 
 
+class GuestDied(GuestError):
+    """The guest went away under a command: a panic, or QEMU exited or was killed."""
+
+    def __init__(self, problem: str, fix: str = "", *, events: tuple[object, ...] = (),
+                 console_tail: str = "") -> None:
+        super().__init__(problem, fix)
+        self.events = events
+        self.console_tail = console_tail
+
+
+class GuestHung(GuestError):
+    """The guest stopped answering; the harness killed QEMU."""
+
+    def __init__(self, problem: str, fix: str = "", *, console_tail: str = "") -> None:
+        super().__init__(problem, fix)
+        self.console_tail = console_tail
+
+
 class CommandTimeout(GuestError):
     """A guest command did not finish before its deadline."""
 

@@ -20,7 +20,8 @@ from .channels import Result
 from .channels.serial import SerialShell
 from .channels.ssh import SSHShell, generate_client_key, public_line
 from .deadline import Deadline
-from .errors import BootError, GuestError, HarnessError
+from .dmesg import Event, Record, classify, events_of, parse_records
+from .errors import BootError, CommandTimeout, GuestDied, GuestError, GuestHung, HarnessError
 from .image import GuestImage
 from .kernel import KernelArtifact
 from .platforms import Platform
@@ -72,7 +73,13 @@ class Guest:
 
     def boot(self) -> None:
         cfg = self.config
-        cfg.out_dir.mkdir(parents=True, exist_ok=True)
+        # A config booted again gets a sibling folder: no boot overwrites another's logs.
+        n = 1
+        while (self.out_dir / "console.log").exists():
+            n += 1
+            self.out_dir = cfg.out_dir.with_name(f"{cfg.out_dir.name}-boot{n}")
+            self.console_log = self.out_dir / "console.log"
+        self.out_dir.mkdir(parents=True, exist_ok=True)
         # Unix socket paths are limited to 108 bytes: keep them in a short private directory.
         self._sockdir = Path(tempfile.mkdtemp(prefix="ih-"))
         key = public_line(self._ssh_key).replace(" ", ":", 1)
@@ -83,13 +90,13 @@ class Guest:
             accel=cfg.accel, console_log=self.console_log,
             qmp_socket=self._sockdir / "qmp.sock", control_socket=self._sockdir / "ctl.sock")
         argv = build_argv(spec)
-        (cfg.out_dir / "qemu.argv").write_text(shell_quoted(argv) + "\n")
+        (self.out_dir / "qemu.argv").write_text(shell_quoted(argv) + "\n")
         log.info("launching: %s", shell_quoted(argv))
         deadline = Deadline.after(cfg.boot_timeout)
-        self.qemu = QemuProcess(spec, argv, cfg.out_dir / "qemu.stderr")
+        self.qemu = QemuProcess(spec, argv, self.out_dir / "qemu.stderr")
         self.qemu.start(deadline)
         assert self.qemu.control is not None
-        self._transcript = (cfg.out_dir / "control.log").open("wb")
+        self._transcript = (self.out_dir / "control.log").open("wb")
         self.serial = SerialShell(self.qemu.control.fileno(), transcript=self._transcript)
         try:
             self.serial.wait_ready(deadline)
@@ -122,9 +129,60 @@ class Guest:
 
     # ------------------------------------------------------------------ commands
     def run(self, command: str, timeout: float = 60.0) -> Result:
+        """Run a command over the control channel.
+
+        A command that overruns ``timeout`` is interrupted and raises CommandTimeout; if the
+        guest does not even take the interrupt it has stopped answering: QEMU is killed and
+        GuestHung raised. If the guest dies under the command, GuestDied carries the kernel's
+        last report (panic, oops) from the console log.
+        """
         if self.serial is None:
             raise GuestError("the guest is not running", "boot it first")
-        return self.serial.run(command, timeout)
+        try:
+            return self.serial.run(command, timeout)
+        except CommandTimeout as exc:
+            if not self.serial.broken:
+                raise
+            self._stop_qemu_now()
+            raise GuestHung(f"the guest stopped answering during {command!r} (no reply within "
+                            f"{timeout:.0f}s, interrupt ignored); QEMU was killed",
+                            f"see {self.console_log}", console_tail=self.console_tail()
+                            ) from exc
+        except GuestError as exc:
+            raise self._death(command, exc) from exc
+
+    def _death(self, command: str, cause: GuestError) -> GuestDied:
+        if self.qemu is not None:
+            self.qemu.wait(Deadline.after(2.0))  # a panicking guest is still printing
+            self._stop_qemu_now()
+        log = self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
+        fatal = [e for e in events_of(log) if e.kind in ("panic", "oops", "bug")]
+        what = fatal[-1].signature if fatal else "QEMU exited or was killed"
+        return GuestDied(f"the guest died during {command!r}: {what}", f"see {self.console_log}",
+                         events=tuple(fatal), console_tail=self.console_tail())
+
+    def _stop_qemu_now(self) -> None:
+        if self.qemu is not None:
+            self.qemu.kill()
+
+    @property
+    def alive(self) -> bool:
+        return self.qemu is not None and not self.qemu.exited and self.serial is not None \
+            and not self.serial.broken
+
+    # ------------------------------------------------------------------ kernel log
+    def kmsg_mark(self) -> KmsgMark:
+        """Where the kernel log stands now (ih-kmsg -n): the next record's sequence number and
+        the last record's timestamp, to slice /dev/kmsg or a console log from here on."""
+        seq, usec = self.check("ih-kmsg -n").split()
+        return KmsgMark(int(seq), int(usec))
+
+    def kmsg_since(self, seq: int) -> list[Record]:
+        """Kernel log records from ``seq`` on, read from /dev/kmsg (ih-kmsg)."""
+        return list(parse_records(self.check(f"ih-kmsg {int(seq)}")))
+
+    def events_since(self, seq: int) -> list[Event]:
+        return classify(self.kmsg_since(seq))
 
     def check(self, command: str, timeout: float = 60.0) -> str:
         """Run a command that must succeed; return its output as text."""
@@ -207,6 +265,12 @@ class Guest:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class KmsgMark:
+    seq: int
+    usec: int
 
 
 def parse_forwarded_port(info_usernet: str, guest_port: int) -> int | None:

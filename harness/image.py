@@ -178,10 +178,13 @@ def module_entries(kernel: KernelArtifact, names: Sequence[str]) -> tuple[list[c
     return entries, "\n".join(lines) + "\n"
 
 
-def guest_module_entries(kernel: KernelArtifact, built: Sequence[Path]) -> list[cpio.Entry]:
-    """Our own modules, at /lib/modules/<release>/extra/ (see Guest.load_module)."""
-    return [cpio.file(f"lib/modules/{kernel.release}/extra/{ko.name}", ko.read_bytes())
-            for ko in built]
+def guest_module_entries(kernel: KernelArtifact, built: Sequence[Path],
+                        tools: Sequence[Path] = ()) -> list[cpio.Entry]:
+    """Our own modules, at /lib/modules/<release>/extra/ (see Guest.load_module), and our
+    user-space tools in /bin."""
+    return [*(cpio.file(f"lib/modules/{kernel.release}/extra/{ko.name}", ko.read_bytes())
+              for ko in built),
+            *(cpio.file(f"bin/{tool.name}", tool.read_bytes(), 0o755) for tool in tools)]
 
 
 # ---------------------------------------------------------------------------------- keys

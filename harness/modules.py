@@ -119,8 +119,8 @@ def _exported(kernel: KernelArtifact) -> frozenset[str]:
 
 def _source_files(source: Path) -> list[Path]:
     return sorted(p for p in source.rglob("*")
-                  if p.is_file() and (p.suffix in {".c", ".h", ".S"} or
-                                      p.name in {"Kbuild", "Makefile"}))
+                  if p.is_file() and "tools" not in p.relative_to(source).parts
+                  and (p.suffix in {".c", ".h", ".S"} or p.name in {"Kbuild", "Makefile"}))
 
 
 def build_modules(kernel: KernelArtifact, platform: Platform,
@@ -149,6 +149,28 @@ def build_modules(kernel: KernelArtifact, platform: Platform,
     built = tuple(sorted(entry.glob("*.ko")))
     check_modules(built, kernel, platform)
     return built
+
+
+TOOLS_DIR = GUEST_MODULES_DIR / "tools"
+
+
+def build_tools(platform: Platform, source: Path = TOOLS_DIR) -> tuple[Path, ...]:
+    """Guest user-space helpers (``tools/*.c``): static binaries for the guest's architecture,
+    built with the host compiler or the cross compiler, cached by (source hash, arch)."""
+    sources = sorted(source.glob("*.c"))
+    key = cache.digest([platform.arch, *(f"{p.name}\0{p.read_text()}" for p in sources)])
+    entry = cache.cache_root() / "tools" / f"{platform.arch}-{key}"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    native = platform.arch == os.uname().machine
+    compiler = "gcc" if native else f"{CROSS_COMPILE[platform.arch]}gcc"
+
+    def build(tmp: Path) -> None:
+        for src in sources:
+            hostcmd.run([compiler, "-static", "-O2", "-Wall", "-Werror", "-o",
+                         str(tmp / src.stem), str(src)], what=f"building guest tool {src.name}")
+
+    cache.ensure_dir(entry, build)
+    return tuple(sorted(p for p in entry.iterdir() if p.is_file()))
 
 
 def _cross_args(platform: Platform) -> list[str]:

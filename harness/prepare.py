@@ -15,7 +15,7 @@ from .accel import choose_accel
 from .guest import GuestConfig
 from .image import build_image, guest_module_entries
 from .kernel import resolve_kernel
-from .modules import build_modules
+from .modules import build_modules, build_tools
 from .platforms import get_platform
 from .topology import load_topology
 
@@ -62,7 +62,8 @@ def prepare(request: GuestRequest, label: str = "") -> GuestConfig:
     kernel = resolve_kernel(request.kernel, platform, headers=request.headers,
                             modules=request.modules)
     modules = build_modules(kernel, platform)
-    image = build_image(kernel, platform, extra=guest_module_entries(kernel, modules))
+    tools = build_tools(platform)
+    image = build_image(kernel, platform, extra=guest_module_entries(kernel, modules, tools))
     accel = choose_accel(request.accel, platform, kernel.boot_image)
     folder = guest_dir(out_root(request.out_root),
                        label or f"{platform.name}-{kernel.release}")

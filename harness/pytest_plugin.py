@@ -10,19 +10,31 @@ Fixtures:
 
 Marker ``harness_guest(kernel=..., topology=...)`` overrides the ``guest`` fixture's choice
 for one test. A marker with bad arguments is a usage error, not a silent skip.
+
+Every test that uses a guest gets a kernel-log verdict: the records each guest logged while the
+test ran (sliced from /dev/kmsg by sequence number; from the console log when the guest died)
+are classified, and a splat the test did not declare with ``harness_expect(...)`` fails it, as
+does a declared event that did not appear. Each test's slices are kept under the run's output
+folder, ``<out>/pytest-<stamp>-<pid>/tests/<test>/``, beside every guest's full logs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import os
+import re
+import time
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
-from .guest import Guest
+from .dmesg import Event, events_of
+from .errors import GuestError
+from .guest import Guest, KmsgMark
 from .platforms import PLATFORMS
-from .prepare import DEFAULT_TOPOLOGY, GuestRequest, prepare
+from .prepare import DEFAULT_TOPOLOGY, GuestRequest, out_root, prepare
 from .qemu import live_processes
+from .verdict import judge
 
 _MARKER_KEYS = {"kernel", "topology"}
 
@@ -43,6 +55,9 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "harness_guest(kernel=, topology=): the guest this test needs")
     config.addinivalue_line(
         "markers", "harness_platforms(*names, reason=): only these platforms, and why")
+    config.addinivalue_line(
+        "markers", "harness_expect(*events): kernel events (kinds or signatures) this test "
+                   "causes on purpose; they must appear, and do not fail it")
 
 
 def selected_platforms(config: pytest.Config) -> list[str]:
@@ -76,19 +91,26 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("platform", names, ids=names)
 
 
+_START = KmsgMark(0, 0)
+
+
 class GuestPool:
     def __init__(self, config: pytest.Config) -> None:
         self._config = config
         self._guests: dict[tuple[str, str, str], Guest] = {}
+        out = config.getoption("--harness-out")
+        self.run_dir = out_root(Path(out) if out else None) / \
+            f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
+        # id(guest) → (guest, where its kernel log stood when the test body started)
+        self._used: dict[int, tuple[Guest, KmsgMark]] = {}
 
     def request(self, platform: str | None = None, kernel: str | None = None,
                 topology: Path | str | None = None) -> GuestRequest:
         opt = self._config.getoption
-        out = opt("--harness-out")
         return GuestRequest(platform=platform or selected_platforms(self._config)[0],
                             kernel=kernel or opt("--harness-kernel"),
                             topology=Path(topology) if topology else DEFAULT_TOPOLOGY,
-                            accel=opt("--harness-accel"), out_root=Path(out) if out else None)
+                            accel=opt("--harness-accel"), out_root=self.run_dir)
 
     def get(self, platform: str | None = None, kernel: str | None = None,
             topology: Path | str | None = None) -> Guest:
@@ -102,12 +124,64 @@ class GuestPool:
         if guest is None:
             guest = Guest(prepare(req)).__enter__()
             self._guests[key] = guest
+        self._use(guest)
         return guest
 
     def fresh(self, platform: str | None = None, kernel: str | None = None,
               topology: Path | str | None = None) -> Guest:
         """A guest of the test's own (not started): use it as a context manager."""
-        return Guest(prepare(self.request(platform, kernel, topology)))
+        guest = Guest(prepare(self.request(platform, kernel, topology)))
+        self._use(guest)
+        return guest
+
+    # ------------------------------------------------------------------ verdicts
+    def _use(self, guest: Guest) -> None:
+        """A guest booted during the test body is judged from its first record."""
+        self._used.setdefault(id(guest), (guest, _START))
+
+    def begin_test(self) -> None:
+        """Note where each running guest's kernel log stands. Tests run one at a time, so
+        whatever any guest logs from here on is this test's doing."""
+        self._used.clear()
+        for guest in self._guests.values():
+            if guest.alive:
+                try:
+                    self._used[id(guest)] = (guest, guest.kmsg_mark())
+                except GuestError:
+                    continue
+
+    def events_of_test(self, guest: Guest, mark: KmsgMark) -> tuple[list[Event], str]:
+        """The events a guest's kernel logged since ``mark``, and the raw slice."""
+        if guest.alive:
+            try:
+                records = guest.kmsg_since(mark.seq)
+                text = "\n".join(f"[{(r.usec or 0) / 1e6:12.6f}] {r.text}" for r in records)
+                return [e for e in events_of(text)], text
+            except GuestError:
+                pass
+        log = guest.console_log.read_text(errors="replace") if guest.console_log.exists() \
+            else ""
+        return [e for e in events_of(log) if e.usec is None or e.usec > mark.usec], log
+
+    def end_test(self, nodeid: str, expect: tuple[str, ...]) -> str:
+        """Judge the kernel events of every guest the test used; return the failure message
+        (empty if all is well). The slices are written to the test's output folder."""
+        folder = self.run_dir / "tests" / re.sub(r"[^\w.\[\]-]+", "_", nodeid)[-150:]
+        problems, events = [], []
+        for guest, mark in self._used.values():
+            guest_events, text = self.events_of_test(guest, mark)
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{guest.out_dir.name}.kmsg").write_text(text)
+            events += guest_events
+            verdict = judge(guest_events, ())
+            if verdict.unexpected:
+                problems.append((guest, verdict))
+        overall = judge(events, expect)
+        self._used.clear()
+        if overall.ok:
+            return ""
+        return overall.explain() + "".join(
+            f"\n(kernel log slice: {folder / (g.out_dir.name + '.kmsg')})" for g, _ in problems)
 
     def close(self) -> None:
         for guest in self._guests.values():
@@ -115,13 +189,47 @@ class GuestPool:
         self._guests.clear()
 
 
+_POOLS: list[GuestPool] = []
+
+
 @pytest.fixture(scope="session")
 def guest_pool(pytestconfig: pytest.Config) -> Iterator[GuestPool]:
     pool = GuestPool(pytestconfig)
+    _POOLS.append(pool)
     try:
         yield pool
     finally:
         pool.close()
+        _POOLS.remove(pool)
+
+
+def _expectations(item: pytest.Item) -> tuple[str, ...]:
+    marker = item.get_closest_marker("harness_expect")
+    if marker is None:
+        return ()
+    if marker.kwargs or not marker.args or not all(isinstance(a, str) for a in marker.args):
+        raise pytest.UsageError(f"{item.nodeid}: harness_expect takes event kinds or "
+                                "signatures as strings, e.g. harness_expect('dmar_fault')")
+    return tuple(marker.args)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
+    """The automatic kernel-log verdict around every test body."""
+    expect = _expectations(item)
+    pools = list(_POOLS)
+    for pool in pools:
+        pool.begin_test()
+    try:
+        result = yield
+    except BaseException:
+        for pool in pools:
+            pool.end_test(item.nodeid, expect)  # keep the slices; the test already failed
+        raise
+    message = "\n".join(m for pool in pools if (m := pool.end_test(item.nodeid, expect)))
+    if message:
+        pytest.fail(message, pytrace=False)
+    return result
 
 
 @pytest.fixture

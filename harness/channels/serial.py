@@ -29,6 +29,11 @@ class SerialShell:
         self._child.logfile_read = transcript
         self._broken: str | None = None
 
+    @property
+    def broken(self) -> bool:
+        """True once the channel cannot be trusted (EOF, or the agent ignored an interrupt)."""
+        return self._broken is not None
+
     def wait_ready(self, deadline: Deadline) -> None:
         """Wait for the agent's greeting (sent once, when it starts)."""
         self._expect(framing.HELLO, deadline, "waiting for the control agent to start")

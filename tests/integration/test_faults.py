@@ -1,0 +1,81 @@
+"""Fault tolerance with injected faults, on every platform: a guest panic, a guest that stops
+answering, a splat the test did not declare, two harness runs at once."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.errors import GuestDied, GuestHung
+from harness.pytest_plugin import GuestPool
+from tests.integration.helpers import alive
+
+HARNESS = [sys.executable, "-m", "harness.cli"]
+
+
+@pytest.mark.harness_expect("panic")
+def test_a_guest_panic_fails_fast_with_the_panic_and_the_next_guest_is_fresh(
+        guest_pool: GuestPool, platform: str) -> None:
+    g = guest_pool.get(platform, topology=Path(__file__).parent / "topology-panic.toml")
+    assert g.qemu is not None
+    pid = g.qemu.pid
+    started = time.monotonic()
+    with pytest.raises(GuestDied) as info:
+        g.run("echo c > /proc/sysrq-trigger", timeout=60)
+    assert time.monotonic() - started < 10
+    assert "panic:sysrq triggered crash" in str(info.value)
+    assert "Kernel panic - not syncing" in info.value.console_tail
+    assert pid is not None and not alive(pid)
+    fresh = guest_pool.get(platform, topology=Path(__file__).parent / "topology-panic.toml")
+    assert fresh is not g and fresh.run("echo alive").stdout == b"alive\n"
+    assert g.console_log.exists() and "sysrq" in g.console_log.read_text()  # the log is kept
+
+
+def test_a_guest_that_stops_answering_is_killed_at_the_deadline(guest_pool: GuestPool,
+                                                                platform: str) -> None:
+    with guest_pool.fresh(platform) as g:
+        assert g.qemu is not None and g.qemu.qmp is not None
+        pid = g.qemu.pid
+        g.qemu.qmp.cmd("stop")  # the vCPUs stop: the kernel answers nothing any more
+        started = time.monotonic()
+        with pytest.raises(GuestHung, match="stopped answering"):
+            g.run("true", timeout=3)
+        assert time.monotonic() - started < 15
+        assert pid is not None and not alive(pid)
+        assert g.console_log.stat().st_size > 0
+
+
+def test_an_undeclared_splat_is_caught_with_its_report(guest_pool: GuestPool,
+                                                       platform: str) -> None:
+    g = guest_pool.get(platform)
+    guest_pool.begin_test()  # what the plugin does around every test body, here by hand
+    g.load_module("ih_smoke", "warn=1")
+    g.unload_module("ih_smoke")
+    message = guest_pool.end_test("inner-test-warn", ())
+    assert "unexpected kernel warning: warning:ih_smoke_init" in message
+    assert "ih_smoke.c:36" in message or "ih_smoke_init+" in message
+    assert "kernel log slice:" in message
+    # Declared, the same warning passes; an expectation that does not come fails.
+    guest_pool.begin_test()
+    g.load_module("ih_smoke", "warn=1")
+    g.unload_module("ih_smoke")
+    assert guest_pool.end_test("inner-test-warn-declared", ("warning:ih_smoke_init",)) == ""
+    guest_pool.begin_test()
+    assert "expected kernel event 'dmar_fault'" in guest_pool.end_test("inner-none", (
+        "dmar_fault",))
+    guest_pool.begin_test()  # leave the pool as the plugin expects for this test's own verdict
+
+
+def test_two_harness_runs_at_once_do_not_collide(tmp_path: Path, platform: str) -> None:
+    procs = [subprocess.Popen([*HARNESS, "boot", "--platform", platform, "--out", str(tmp_path),
+                               "--", f"echo run{i}; uname -m"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for i in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for i, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0, err
+        assert out.startswith(f"run{i}\n".encode())
+    assert len(list(tmp_path.glob("*/console.log"))) == 2
