@@ -226,6 +226,8 @@ class Guest:
         return self.check("dmesg")
 
     def groups(self) -> tuple[IommuGroup, ...]:
+        """A snapshot of the IOMMU state in sysfs: groups, default domain types, reserved
+        regions, members and their drivers (compare two with sysfs.diff_snapshots)."""
         return parse_groups(self.check(GROUPS_SCRIPT))
 
     def load_module(self, name: str, params: str = "") -> None:

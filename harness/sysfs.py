@@ -13,12 +13,15 @@ from typing import Any
 
 from .topology import PredictedGroup
 
-# One line per member: "G <group> <type>" then "D <bdf> <vendor> <device> <driver or ->".
+# Per group: "G <group> <type>", then "R <start> <end> <type>" per reserved region
+# (Documentation/ABI/testing/sysfs-kernel-iommu_groups), then per member
+# "D <bdf> <vendor> <device> <driver or ->".
 GROUPS_SCRIPT = r"""
 for g in /sys/kernel/iommu_groups/*; do
   [ -d "$g" ] || continue
   t=$(cat "$g/type" 2>/dev/null || echo none)
   echo "G ${g##*/} $t"
+  sed 's/^/R /' "$g/reserved_regions" 2>/dev/null
   for d in "$g"/devices/*; do
     [ -e "$d" ] || continue
     v=$(cat "$d/vendor" 2>/dev/null || echo -); i=$(cat "$d/device" 2>/dev/null || echo -)
@@ -54,6 +57,7 @@ class IommuGroup:
     id: int
     type: str
     members: tuple[GroupMember, ...]
+    reserved: tuple[tuple[str, str, str], ...] = ()  # (start, end, type) as sysfs prints them
 
     @property
     def bdfs(self) -> frozenset[str]:
@@ -68,10 +72,11 @@ def parse_groups(text: str) -> tuple[IommuGroup, ...]:
     groups: list[IommuGroup] = []
     current: tuple[int, str] | None = None
     members: list[GroupMember] = []
+    reserved: list[tuple[str, str, str]] = []
 
     def flush() -> None:
         if current is not None:
-            groups.append(IommuGroup(current[0], current[1], tuple(members)))
+            groups.append(IommuGroup(current[0], current[1], tuple(members), tuple(reserved)))
 
     for lineno, line in enumerate(text.splitlines(), 1):
         fields = line.split()
@@ -79,7 +84,9 @@ def parse_groups(text: str) -> tuple[IommuGroup, ...]:
             continue
         if fields[0] == "G" and len(fields) == 3 and fields[1].isdigit():
             flush()
-            current, members = (int(fields[1]), fields[2]), []
+            current, members, reserved = (int(fields[1]), fields[2]), [], []
+        elif fields[0] == "R" and len(fields) == 4 and current is not None:
+            reserved.append((fields[1], fields[2], fields[3]))
         elif fields[0] == "D" and len(fields) == 5 and current is not None:
             _, bdf, vendor, device, driver = fields
             members.append(GroupMember(bdf, f"{_hex_id(vendor)}:{_hex_id(device)}",
@@ -88,6 +95,45 @@ def parse_groups(text: str) -> tuple[IommuGroup, ...]:
             raise GroupsParseError(f"line {lineno}: unexpected {line!r}")
     flush()
     return tuple(sorted(groups, key=lambda g: g.id))
+
+
+def diff_snapshots(before: Sequence[IommuGroup], after: Sequence[IommuGroup]) -> list[str]:
+    """What changed between two readings of the IOMMU state, one readable line per change.
+
+    Groups are followed by their id; devices by their address (a device that moved between
+    groups shows as leaving one and joining the other)."""
+    lines: list[str] = []
+    old = {g.id: g for g in before}
+    new = {g.id: g for g in after}
+    for gid in sorted(old.keys() - new.keys()):
+        lines.append(f"group {gid} removed ({', '.join(sorted(old[gid].bdfs))})")
+    for gid in sorted(new.keys() - old.keys()):
+        g = new[gid]
+        lines.append(f"group {gid} added: type {g.type}, "
+                     f"{', '.join(_member_text(m) for m in g.members)}")
+    for gid in sorted(old.keys() & new.keys()):
+        a, b = old[gid], new[gid]
+        if a.type != b.type:
+            lines.append(f"group {gid}: type {a.type} -> {b.type}")
+        was = {m.bdf: m for m in a.members}
+        now = {m.bdf: m for m in b.members}
+        for bdf in sorted(was.keys() - now.keys()):
+            lines.append(f"group {gid}: {bdf} left")
+        for bdf in sorted(now.keys() - was.keys()):
+            lines.append(f"group {gid}: {_member_text(now[bdf])} joined")
+        for bdf in sorted(was.keys() & now.keys()):
+            if was[bdf].driver != now[bdf].driver:
+                lines.append(f"group {gid}: {bdf} driver {was[bdf].driver or '-'} -> "
+                             f"{now[bdf].driver or '-'}")
+        for region in sorted(set(a.reserved) - set(b.reserved)):
+            lines.append(f"group {gid}: reserved region {' '.join(region)} gone")
+        for region in sorted(set(b.reserved) - set(a.reserved)):
+            lines.append(f"group {gid}: reserved region {' '.join(region)} new")
+    return lines
+
+
+def _member_text(m: GroupMember) -> str:
+    return f"{m.bdf} ({m.pci_id}, {m.driver or 'no driver'})"
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from harness.errors import CommandTimeout, GuestError
 from harness.guest import Guest
 from harness.prepare import TOPOLOGIES_DIR
 from harness.pytest_plugin import GuestPool
-from harness.sysfs import compare_groups, format_comparison
+from harness.sysfs import compare_groups, diff_snapshots, format_comparison
 from harness.topology import device_bdf, predict_groups
 
 # What each platform's IOMMU driver prints when it comes up (drivers/iommu/intel/dmar.c and
@@ -43,8 +43,16 @@ def test_groups_equal_the_prediction_before_and_after_binding(
         guest_pool: GuestPool, platform: str, kernel: str, topology: str) -> None:
     with guest_pool.fresh(platform, kernel, TOPOLOGIES_DIR / f"{topology}.toml") as g:
         assert_groups_match(g)
+        before = g.groups()
         bound = g.bind_topology("pci-stub")
         assert_groups_match(g, bound)
+        changes = diff_snapshots(before, g.groups())
+        drivers = [c for c in changes if c.endswith("-> pci-stub")]
+        joined = [c for c in changes if "added:" in c or c.endswith("joined")]
+        if g.config.platform.groups_need_driver:
+            assert joined and not drivers  # groups appear as the devices are probed
+        else:
+            assert len(drivers) == len(g.config.topology.devices) and not joined
 
 
 @pytest.fixture(params=[(t, k) for k in KERNELS for t in ("serial", "ssh")],

@@ -11,6 +11,7 @@ from harness.prepare import TOPOLOGIES_DIR
 from harness.sysfs import (
     GroupsParseError,
     compare_groups,
+    diff_snapshots,
     comparison_json,
     format_comparison,
     parse_groups,
@@ -70,3 +71,39 @@ def test_garbage_is_a_parse_error() -> None:
     with pytest.raises(GroupsParseError, match="line 1"):
         parse_groups("hello\n")
     assert parse_groups("") == ()
+
+
+SNAPSHOT_TAGS = ["x86-6.1", "x86-6.12", "arm64-6.1", "arm64-6.12"]
+
+
+@pytest.mark.parametrize("tag", SNAPSHOT_TAGS)
+def test_snapshot_diff_of_binding_every_device_to_pci_stub(tag: str) -> None:
+    before = parse_groups((DATA / f"snapshot-{tag}-unbound.txt").read_text())
+    after = parse_groups((DATA / f"snapshot-{tag}-pci-stub.txt").read_text())
+    lines = diff_snapshots(before, after)
+    assert diff_snapshots(before, before) == []
+    if tag.startswith("x86"):
+        # VT-d: every device had its group already; only the drivers change.
+        assert lines == ["group 1: 0000:01:01.0 driver - -> pci-stub",
+                         "group 1: 0000:01:02.0 driver - -> pci-stub",
+                         "group 2: 0000:00:03.0 driver - -> pci-stub",
+                         "group 3: 0000:00:04.0 driver - -> pci-stub"]
+    else:
+        # SMMUv3: groups appear at probe; the second device behind the bridge gets none.
+        assert lines == ["group 3 added: type DMA, 0000:00:03.0 (1234:11e8, pci-stub)",
+                         "group 4 added: type DMA, 0000:00:04.0 (1234:11e8, pci-stub)",
+                         "group 0: 0000:01:01.0 (1234:11e8, pci-stub) joined"]
+
+
+def test_reserved_regions_are_read_and_diffed() -> None:
+    groups = parse_groups((DATA / "snapshot-x86-6.1-unbound.txt").read_text())
+    ich9 = next(g for g in groups if "0000:00:1f.0" in g.bdfs)
+    # The ISA bridge's floppy workaround and the MSI window (intel-iommu, QEMU q35).
+    assert ("0x0000000000000000", "0x0000000000ffffff", "direct-relaxable") in ich9.reserved
+    assert ("0x00000000fee00000", "0x00000000feefffff", "msi") in ich9.reserved
+    changed = [dataclasses.replace(g, reserved=()) if g.id == ich9.id else g for g in groups]
+    assert f"group {ich9.id}: reserved region 0x00000000fee00000 0x00000000feefffff msi gone" \
+        in diff_snapshots(groups, changed)
+    removed = [g for g in groups if g.id != ich9.id]
+    assert diff_snapshots(groups, removed) == [
+        f"group {ich9.id} removed (0000:00:1f.0, 0000:00:1f.2, 0000:00:1f.3)"]
