@@ -11,8 +11,8 @@ from harness.prepare import TOPOLOGIES_DIR
 from harness.sysfs import (
     GroupsParseError,
     compare_groups,
-    diff_snapshots,
     comparison_json,
+    diff_snapshots,
     format_comparison,
     parse_groups,
 )
