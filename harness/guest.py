@@ -184,6 +184,13 @@ class Guest:
     def events_since(self, seq: int) -> list[Event]:
         return classify(self.kmsg_since(seq))
 
+    def step(self, command: str, timeout: float = 60.0) -> StepResult:
+        """Run one command and return, with its result, the kernel events it caused (the
+        records logged between the command's start and its end)."""
+        mark = self.kmsg_mark()
+        result = self.run(command, timeout)
+        return StepResult(result, tuple(self.events_since(mark.seq)))
+
     def check(self, command: str, timeout: float = 60.0) -> str:
         """Run a command that must succeed; return its output as text."""
         result = self.run(command, timeout)
@@ -267,6 +274,12 @@ class Guest:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class StepResult:
+    result: Result
+    events: tuple[Event, ...]
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,15 @@ from harness.pytest_plugin import GuestPool
 from tests.integration.helpers import alive
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
+# The fault tests' guests are their own (a topology key of the pool no other test uses): a
+# panic kills its guest and a requested WARNING stays in its log.
+FAULTS = Path(__file__).parent / "topology-faults.toml"
 
 
 @pytest.mark.harness_expect("panic")
 def test_a_guest_panic_fails_fast_with_the_panic_and_the_next_guest_is_fresh(
         guest_pool: GuestPool, platform: str) -> None:
-    g = guest_pool.get(platform, topology=Path(__file__).parent / "topology-panic.toml")
+    g = guest_pool.get(platform, topology=FAULTS)
     assert g.qemu is not None
     pid = g.qemu.pid
     started = time.monotonic()
@@ -30,7 +33,7 @@ def test_a_guest_panic_fails_fast_with_the_panic_and_the_next_guest_is_fresh(
     assert "panic:sysrq triggered crash" in str(info.value)
     assert "Kernel panic - not syncing" in info.value.console_tail
     assert pid is not None and not alive(pid)
-    fresh = guest_pool.get(platform, topology=Path(__file__).parent / "topology-panic.toml")
+    fresh = guest_pool.get(platform, topology=FAULTS)
     assert fresh is not g and fresh.run("echo alive").stdout == b"alive\n"
     assert g.console_log.exists() and "sysrq" in g.console_log.read_text()  # the log is kept
 
@@ -51,7 +54,7 @@ def test_a_guest_that_stops_answering_is_killed_at_the_deadline(guest_pool: Gues
 
 def test_an_undeclared_splat_is_caught_with_its_report(guest_pool: GuestPool,
                                                        platform: str) -> None:
-    g = guest_pool.get(platform)
+    g = guest_pool.get(platform, topology=FAULTS)
     guest_pool.begin_test()  # what the plugin does around every test body, here by hand
     g.load_module("ih_smoke", "warn=1")
     g.unload_module("ih_smoke")
