@@ -3,25 +3,78 @@
  * ih_smoke: the smallest module the harness builds for a guest kernel. On load it reports, for
  * each QEMU edu device (PCI 1234:11e8), the IOMMU group the kernel gave it, or that it has none
  * (on SMMUv3 an unbound device has no group). It proves that a module built with the target
- * kernel's kbuild, natively or cross, loads and unloads cleanly. With warn=1 it also raises
- * one WARNING on load: a real splat for the harness's kernel-log verdicts to catch.
+ * kernel's kbuild, natively or cross, loads and unloads cleanly.
+ *
+ * fault=KIND makes the load raise one real kernel report, for the harness's kernel-log
+ * classifier and verdicts to be tested on the real thing:
+ *   warn        WARN()
+ *   refcount    a refcount_t underflow (lib/refcount.c warns)
+ *   list        a corrupted list_add (CONFIG_DEBUG_LIST; BUG_ON_DATA_CORRUPTION: BUG, oops)
+ *   oops        a NULL pointer dereference
+ *   softlockup  spin with preemption off for 5 s (set kernel.watchdog_thresh=1 first)
+ *   hung        sleep uninterruptibly for 4 s (set kernel.hung_task_timeout_secs=1 first)
+ * After a fault that is not fatal the load succeeds (rmmod it): a failed load would make
+ * busybox insmod retry with init_module(2) and raise the report twice.
  */
+#include <linux/delay.h>
 #include <linux/iommu.h>
+#include <linux/list.h>
 #include <linux/module.h>
 #include <linux/pci.h>
+#include <linux/preempt.h>
+#include <linux/refcount.h>
+#include <linux/string.h>
 
 #define EDU_VENDOR 0x1234
 #define EDU_DEVICE 0x11e8
 
-static bool warn;
-module_param(warn, bool, 0444);
-MODULE_PARM_DESC(warn, "raise a WARNING on load (tests the harness's splat detection)");
+static char *fault = "";
+module_param(fault, charp, 0444);
+MODULE_PARM_DESC(fault, "raise one kernel report on load: warn, refcount, list, oops, "
+			"softlockup, hung");
+
+static int ih_smoke_fault(void)
+{
+	if (!strcmp(fault, "warn")) {
+		WARN(1, "ih_smoke: warning requested with fault=warn\n");
+	} else if (!strcmp(fault, "refcount")) {
+		refcount_t ref = REFCOUNT_INIT(0);
+
+		refcount_dec(&ref);
+	} else if (!strcmp(fault, "list")) {
+		LIST_HEAD(head);
+		struct list_head entry = { .next = &entry, .prev = &entry };
+
+		head.next = &entry;  /* head.next->prev != &head: list_add sees the corruption */
+		list_add(&entry, &head);
+	} else if (!strcmp(fault, "oops")) {
+		int *volatile nowhere = NULL;
+
+		*nowhere = 1;
+	} else if (!strcmp(fault, "softlockup")) {
+		int i;
+
+		preempt_disable();
+		for (i = 0; i < 5000; i++)
+			mdelay(1);
+		preempt_enable();
+	} else if (!strcmp(fault, "hung")) {
+		msleep(4000);
+	} else {
+		pr_err("ih_smoke: unknown fault '%s'\n", fault);
+		return -EINVAL;
+	}
+	pr_info("ih_smoke: fault=%s done\n", fault);
+	return 0;
+}
 
 static int __init ih_smoke_init(void)
 {
 	struct pci_dev *pdev = NULL;
 	int n = 0;
 
+	if (fault[0])
+		return ih_smoke_fault();
 	while ((pdev = pci_get_device(EDU_VENDOR, EDU_DEVICE, pdev))) {
 		struct iommu_group *group = iommu_group_get(&pdev->dev);
 
@@ -33,7 +86,6 @@ static int __init ih_smoke_init(void)
 		}
 		n++;
 	}
-	WARN(warn, "ih_smoke: warning requested with warn=1\n");
 	pr_info("ih_smoke: loaded, %d edu devices\n", n);
 	return 0;
 }

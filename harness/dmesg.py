@@ -24,6 +24,10 @@ SPLAT_KINDS = frozenset({
 })
 
 
+# Reports after which the kernel does not go on (with the harness's oops=panic).
+FATAL_KINDS = frozenset({"panic", "oops", "bug", "list_corruption", "kasan", "kfence"})
+
+
 @dataclass(frozen=True)
 class Record:
     """One kernel log line: /dev/kmsg sequence number and timestamp when known."""
@@ -128,13 +132,15 @@ _REPORT_BODY = re.compile(
     r"^(?:[A-Z][A-Z0-9]{1,4}:\s|Modules linked in|CPU: \d+|Hardware name|RIP:|R\d+:|FS:|CS:|"
     r"DR\d:|Call Trace:|Call trace:|<TASK>|</TASK>|<IRQ>|</IRQ>|pc :|lr :|sp :|x\d+ ?:|pstate:|"
     r"Code:|Tainted:|Workqueue:|Mem abort info:|Data abort info:|ESR =|EC =|SET =|FSC =|"
+    r"EA =|ISV =|#PF:|PGD |Oops:|-+\[ cut here \]|\"echo 0 > /proc/sys/kernel/hung_task|"
+    r"task:\S+\s+state:|NMI backtrace|Sending NMI|"
     r"CM =|WnR =|user pgtable|\[[0-9a-f]+\] pgd=|Internal error|Kernel Offset|PHYS_OFFSET|"
     r"Memory Limit|irq event stamp|hardirqs |softirqs |\? |---\[|Read of size|Write of size|"
     r"The buggy address|Allocated by|Freed by|Memory state|page:|flags:|raw:|page dumped|"
     r"addr |Stack:|Backtrace:|Disabling lock debugging|other info|Possible unsafe|"
     r"\s|\*|#\d|\d+ locks? held|stack backtrace|Chain exists|the existing dependency|"
     r"-> #\d|which lock|but task|and the lock|       CPU\d|       ----|  lock\(|  \*\*\* )")
-_TRACE_FRAME = re.compile(r"^\s*(?:\? )?" + _FUNC)
+_TRACE_FRAME = re.compile(r"^\s*(\? )?" + _FUNC)
 _ARM_PC = re.compile(r"^pc : " + _FUNC)
 _X86_RIP = re.compile(r"^RIP: [0-9a-f]+:" + _FUNC)
 
@@ -153,6 +159,29 @@ _SMMU_WORD = re.compile(r"arm-smmu-v3 \S+:\s+(0x[0-9a-f]{16})$")
 _IOMMU_ERROR = re.compile(
     r"(?i)\b(?:iommu|dmar|smmu|vfio)\b.*\b(?:fail(?:ed|ure)?|error|refus\w*|cannot|can't|"
     r"unable|busy|denied|not (?:supported|allowed))\b")
+
+
+# A report that starts with a one-line cause continues into the WARNING, BUG or oops the
+# kernel raises for it: (open kind, next start kind) pairs that are one event.
+_CONTINUES = frozenset({
+    ("refcount", "warning"), ("refcount", "bug"), ("list_corruption", "warning"),
+    ("list_corruption", "bug"), ("list_corruption", "oops"), ("bug", "oops"), ("oops", "oops"),
+    ("kasan", "oops"), ("kfence", "oops"),
+})
+# Reports a kernel repeats while the condition lasts: consecutive ones are one event, counted.
+_REPEATING = frozenset({"hung_task", "soft_lockup", "rcu_stall", "hard_lockup"})
+# Frames that are the reporting machinery, not the culprit.
+_MACHINERY = re.compile(r"^(?:__warn|warn_|report_bug|handle_bug|exc_invalid_op|asm_exc_|"
+                        r"refcount_warn_saturate|__list_(?:add|del)_valid|__list_valid|"
+                        r"die|__die|do_trap|do_error_trap|bug_handler|brk_handler|"
+                        r"call_break_hook|el1_|do_el1_|__do_kernel_fault|do_page_fault|"
+                        r"do_translation_fault|do_mem_abort|page_fault_oops|"
+                        r"kernelmode_fixup_or_oops|__bad_area_nosemaphore|do_user_addr_fault|"
+                        r"exc_page_fault)")
+
+
+def _culprit(frames: list[str]) -> str:
+    return next((f for f in frames if not _MACHINERY.match(f)), "")
 
 
 def _signature(kind: str, *parts: str) -> str:
@@ -187,9 +216,18 @@ def classify(records: Iterable[Record]) -> list[Event]:
         parts = report.sig_parts
         if report.kind == "warning":
             parts = parts[:1]
-        elif report.kind in ("oops", "bug") and report.frames and len(parts) < 2:
-            parts = [*parts, report.frames[0]]
-        events.append(Event(report.kind, _signature(report.kind, *parts), report.summary,
+        elif report.kind in ("oops", "bug", "refcount", "list_corruption") and report.frames:
+            parts = [*parts[:1], _culprit(report.frames)]
+        sig = _signature(report.kind, *parts)
+        prev = events[-1] if events else None
+        if report.kind in _REPEATING and prev is not None and prev.signature == sig:
+            details = dict(prev.details)
+            details["count"] = str(int(details.get("count", "1")) + 1)
+            events[-1] = Event(prev.kind, sig, prev.summary, prev.lines + tuple(report.lines),
+                               prev.first_seq, report.last_seq, tuple(sorted(details.items())),
+                               prev.usec)
+            return
+        events.append(Event(report.kind, sig, report.summary,
                             tuple(report.lines), report.first_seq, report.last_seq,
                             tuple(sorted(report.details.items())), report.usec))
 
@@ -209,6 +247,12 @@ def classify(records: Iterable[Record]) -> list[Event]:
             smmu = None
 
         start = _report_start(text)
+        if start is not None and current is not None and (current.kind, start[0]) in _CONTINUES:
+            current.lines.append(text)
+            current.last_seq = rec.seq
+            if start[0] == "warning" and len(start[1]) > 1:
+                current.details.setdefault("location", start[1][1])
+            continue
         if start is not None:
             kind, parts = start
             # A panic or oops inside an open WARNING/oops report closes it and starts anew,
@@ -231,9 +275,7 @@ def classify(records: Iterable[Record]) -> list[Event]:
             if _REPORT_BODY.match(text) or _TRACE_FRAME.match(text):
                 current.lines.append(text)
                 current.last_seq = rec.seq
-                frame = _X86_RIP.match(text) or _ARM_PC.match(text) or _TRACE_FRAME.match(text)
-                if frame:
-                    current.frames.append(frame.group(1))
+                _note_frame(current, text)
                 continue
             close(current)
             current = None
@@ -250,6 +292,18 @@ def classify(records: Iterable[Record]) -> list[Event]:
     if smmu is not None:
         _fold_smmu(events, smmu)
     return events
+
+
+def _note_frame(report: _Open, text: str) -> None:
+    """Collect the functions of a report's trace, most recent first; frames marked '?' are
+    guesses of the unwinder and left out."""
+    pc = _X86_RIP.match(text) or _ARM_PC.match(text)
+    if pc:
+        report.frames.append(pc.group(1))
+        return
+    frame = _TRACE_FRAME.match(text)
+    if frame and not frame.group(1):
+        report.frames.append(frame.group(2))
 
 
 def _report_start(text: str) -> tuple[str, list[str]] | None:

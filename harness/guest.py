@@ -20,7 +20,7 @@ from .channels import Result
 from .channels.serial import SerialShell
 from .channels.ssh import SSHShell, generate_client_key, public_line
 from .deadline import Deadline
-from .dmesg import Event, Record, classify, events_of, parse_records
+from .dmesg import FATAL_KINDS, Event, Record, classify, events_of, parse_records
 from .errors import BootError, CommandTimeout, GuestDied, GuestError, GuestHung, HarnessError
 from .image import GuestImage
 from .kernel import KernelArtifact
@@ -156,8 +156,10 @@ class Guest:
             self.qemu.wait(Deadline.after(2.0))  # a panicking guest is still printing
             self._stop_qemu_now()
         log = self.console_log.read_text(errors="replace") if self.console_log.exists() else ""
-        fatal = [e for e in events_of(log) if e.kind in ("panic", "oops", "bug")]
-        what = fatal[-1].signature if fatal else "QEMU exited or was killed"
+        # The first fatal report names the cause; the panic that follows an oops only says
+        # "Fatal exception".
+        fatal = [e for e in events_of(log) if e.kind in FATAL_KINDS]
+        what = fatal[0].signature if fatal else "QEMU exited or was killed"
         return GuestDied(f"the guest died during {command!r}: {what}", f"see {self.console_log}",
                          events=tuple(fatal), console_tail=self.console_tail())
 

@@ -38,6 +38,15 @@ def test_a_guest_panic_fails_fast_with_the_panic_and_the_next_guest_is_fresh(
     assert g.console_log.exists() and "sysrq" in g.console_log.read_text()  # the log is kept
 
 
+@pytest.mark.harness_expect("oops", "panic")
+def test_an_oops_in_a_module_names_the_culprit(guest_pool: GuestPool, platform: str) -> None:
+    g = guest_pool.get(platform, topology=FAULTS)
+    with pytest.raises(GuestDied) as info:
+        g.load_module("ih_smoke", "fault=oops")
+    message = str(info.value)
+    assert "oops:" in message and "NULL pointer dereference:ih_smoke_init" in message
+
+
 def test_a_guest_that_stops_answering_is_killed_at_the_deadline(guest_pool: GuestPool,
                                                                 platform: str) -> None:
     with guest_pool.fresh(platform) as g:
@@ -56,7 +65,7 @@ def test_an_undeclared_splat_is_caught_with_its_report(guest_pool: GuestPool,
                                                        platform: str) -> None:
     g = guest_pool.get(platform, topology=FAULTS)
     guest_pool.begin_test()  # what the plugin does around every test body, here by hand
-    g.load_module("ih_smoke", "warn=1")
+    g.load_module("ih_smoke", "fault=warn")
     g.unload_module("ih_smoke")
     message = guest_pool.end_test("inner-test-warn", ())
     assert "unexpected kernel warning: warning:ih_smoke_init" in message
@@ -64,7 +73,7 @@ def test_an_undeclared_splat_is_caught_with_its_report(guest_pool: GuestPool,
     assert "kernel log slice:" in message
     # Declared, the same warning passes; an expectation that does not come fails.
     guest_pool.begin_test()
-    g.load_module("ih_smoke", "warn=1")
+    g.load_module("ih_smoke", "fault=warn")
     g.unload_module("ih_smoke")
     assert guest_pool.end_test("inner-test-warn-declared", ("warning:ih_smoke_init",)) == ""
     guest_pool.begin_test()
