@@ -13,10 +13,14 @@
  *   oops        a NULL pointer dereference
  *   softlockup  spin with preemption off for 5 s (set kernel.watchdog_thresh=1 first)
  *   hung        sleep uninterruptibly for 4 s (set kernel.hung_task_timeout_secs=1 first)
+ *   dma         make the first edu device that has an IOMMU group DMA 8 bytes to IOVA
+ *               0x900000, which nothing maps: the IOMMU faults (a DMAR fault record on
+ *               VT-d, an SMMUv3 event). The device is borrowed from whatever driver it has.
  * After a fault that is not fatal the load succeeds (rmmod it): a failed load would make
  * busybox insmod retry with init_module(2) and raise the report twice.
  */
 #include <linux/delay.h>
+#include <linux/io.h>
 #include <linux/iommu.h>
 #include <linux/list.h>
 #include <linux/module.h>
@@ -27,11 +31,65 @@
 
 #define EDU_VENDOR 0x1234
 #define EDU_DEVICE 0x11e8
+/* QEMU docs/specs/edu.rst: DMA source, destination, count and command registers in BAR0;
+ * command bit 0 starts a transfer, bit 1 set means device buffer -> RAM; the device's own
+ * buffer sits at device address 0x40000. */
+#define EDU_DMA_SRC 0x80
+#define EDU_DMA_DST 0x88
+#define EDU_DMA_CNT 0x90
+#define EDU_DMA_CMD 0x98
+#define EDU_DMA_START 0x1
+#define EDU_DMA_TO_RAM 0x2
+#define EDU_BUFFER 0x40000
+#define UNMAPPED_IOVA 0x900000
 
 static char *fault = "";
 module_param(fault, charp, 0444);
 MODULE_PARM_DESC(fault, "raise one kernel report on load: warn, refcount, list, oops, "
 			"softlockup, hung");
+
+static int ih_smoke_dma_fault(void)
+{
+	struct pci_dev *pdev = NULL;
+	void __iomem *bar;
+	int i;
+
+	while ((pdev = pci_get_device(EDU_VENDOR, EDU_DEVICE, pdev))) {
+		struct iommu_group *group = iommu_group_get(&pdev->dev);
+
+		if (group) {
+			iommu_group_put(group);
+			break;
+		}
+	}
+	if (!pdev) {
+		pr_err("ih_smoke: fault=dma: no edu device with an IOMMU group\n");
+		return -ENODEV;
+	}
+	if (pci_enable_device(pdev)) {
+		pci_dev_put(pdev);
+		return -EIO;
+	}
+	pci_set_master(pdev);
+	bar = pci_iomap(pdev, 0, 0);
+	if (!bar) {
+		pci_disable_device(pdev);
+		pci_dev_put(pdev);
+		return -ENOMEM;
+	}
+	writeq(EDU_BUFFER, bar + EDU_DMA_SRC);
+	writeq(UNMAPPED_IOVA, bar + EDU_DMA_DST);
+	writeq(8, bar + EDU_DMA_CNT);
+	writeq(EDU_DMA_START | EDU_DMA_TO_RAM, bar + EDU_DMA_CMD);
+	for (i = 0; i < 100 && (readq(bar + EDU_DMA_CMD) & EDU_DMA_START); i++)
+		msleep(10);
+	pr_info("ih_smoke: fault=dma: %s wrote to IOVA %#x\n", pci_name(pdev), UNMAPPED_IOVA);
+	pci_clear_master(pdev);
+	pci_iounmap(pdev, bar);
+	pci_disable_device(pdev);
+	pci_dev_put(pdev);
+	return 0;
+}
 
 static int ih_smoke_fault(void)
 {
@@ -60,6 +118,11 @@ static int ih_smoke_fault(void)
 		preempt_enable();
 	} else if (!strcmp(fault, "hung")) {
 		msleep(4000);
+	} else if (!strcmp(fault, "dma")) {
+		int ret = ih_smoke_dma_fault();
+
+		if (ret)
+			return ret;
 	} else {
 		pr_err("ih_smoke: unknown fault '%s'\n", fault);
 		return -EINVAL;

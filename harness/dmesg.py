@@ -366,7 +366,8 @@ def _fold_smmu(events: list[Event], ev: _Open) -> None:
     """One event per failed access arrives; consecutive ones with the same event id and stream
     id are one fault (a DMA), counted."""
     sid = ev.details.get("stream_id", "?")
-    sig = _signature("smmu_event", ev.details["event_id"], f"sid {sid}")
+    # Event id and stream id are identities, not addresses: kept as they are.
+    sig = f"smmu_event:{ev.details['event_id']}:sid {sid}"
     prev = events[-1] if events else None
     if prev is not None and prev.kind == "smmu_event" and prev.signature == sig:
         details = dict(prev.details)

@@ -47,6 +47,25 @@ def test_an_oops_in_a_module_names_the_culprit(guest_pool: GuestPool, platform: 
     assert "oops:" in message and "NULL pointer dereference:ih_smoke_init" in message
 
 
+FAULT_KIND = {"x86_64-vtd": "dmar_fault", "aarch64-smmuv3": "smmu_event"}
+
+
+def test_dma_to_an_unmapped_iova_raises_the_iommu_fault_in_that_step(
+        guest_pool: GuestPool, platform: str) -> None:
+    g = guest_pool.fresh(platform)
+    with g:
+        g.bind_topology("pci-stub")  # on SMMUv3 the device needs a driver to have a group
+        quiet = g.step("true")
+        assert quiet.events == ()
+        step = g.step('insmod "/lib/modules/$(uname -r)/extra/ih_smoke.ko" fault=dma && '
+                      "rmmod ih_smoke")
+        assert step.result.exit_code == 0, step.result.stderr
+        faults = [e for e in step.events if e.kind == FAULT_KIND[platform]]
+        assert len(faults) == 1, step.events
+        assert faults[0].detail("address") == "0x900000"
+        assert not [e for e in step.events if e.is_splat]
+
+
 def test_a_guest_that_stops_answering_is_killed_at_the_deadline(guest_pool: GuestPool,
                                                                 platform: str) -> None:
     with guest_pool.fresh(platform) as g:

@@ -144,6 +144,24 @@ def test_dmar_fault_record() -> None:
     assert not fault.is_splat
 
 
+@pytest.mark.parametrize("tag", TAGS)
+def test_real_iommu_faults_from_edu_dma_to_an_unmapped_iova(tag: str) -> None:
+    """ih_smoke fault=dma: edu 00:03.0 (bound to pci-stub) writes 8 bytes to IOVA 0x900000."""
+    faults = [e for e in events_of(text(f"dma-{tag}.kmsg"))
+              if e.kind in ("dmar_fault", "smmu_event")]
+    assert len(faults) == 1
+    [fault] = faults
+    assert not fault.is_splat  # a fault the test may want; judged by its expectations
+    assert fault.detail("address") == "0x900000"
+    if tag.startswith("x86"):
+        assert fault.signature == "dmar_fault:00:03.0:DMA Write:05"
+        assert fault.detail("reason_text") == "PTE Write access is not set"
+    else:
+        # F_TRANSLATION from stream 0x18 (00:03.0); one event per failed access, folded.
+        assert fault.signature == "smmu_event:0x10:sid 0x18"
+        assert int(fault.detail("count") or "0") >= 1
+
+
 def test_probe_failure_and_iommu_errors() -> None:
     events = events_of("[ 1.0] vfio-pci 0000:00:03.0: probe with driver vfio-pci failed with "
                        "error -22\n[ 2.0] pci-stub 0000:00:04.0: probe of 0000:00:04.0 failed "
