@@ -13,6 +13,7 @@
  *   oops        a NULL pointer dereference
  *   softlockup  spin with preemption off for 5 s (set kernel.watchdog_thresh=1 first)
  *   hung        sleep uninterruptibly for 4 s (set kernel.hung_task_timeout_secs=1 first)
+ *   rcustall    spin with preemption off for 8 s (set rcupdate.rcu_cpu_stall_timeout=3 first)
  *   dma         make the first edu device that has an IOMMU group DMA 8 bytes to IOVA
  *               0x900000, which nothing maps: the IOMMU faults (a DMAR fault record on
  *               VT-d, an SMMUv3 event). The device is borrowed from whatever driver it has.
@@ -118,6 +119,13 @@ static int ih_smoke_fault(void)
 		preempt_enable();
 	} else if (!strcmp(fault, "hung")) {
 		msleep(4000);
+	} else if (!strcmp(fault, "rcustall")) {
+		int i;
+
+		preempt_disable();
+		for (i = 0; i < 8000; i++)
+			mdelay(1);
+		preempt_enable();
 	} else if (!strcmp(fault, "dma")) {
 		int ret = ih_smoke_dma_fault();
 
