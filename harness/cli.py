@@ -152,9 +152,8 @@ def cmd_shell(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bridge(chan: object) -> None:
+def _bridge(chan: paramiko.Channel) -> None:
     """Copy the terminal to a paramiko channel and back, raw, until the remote side ends."""
-    assert isinstance(chan, paramiko.Channel)
     fd = sys.stdin.fileno()
     saved = termios.tcgetattr(fd)
     try:

@@ -208,13 +208,14 @@ def host_key() -> tuple[Path, str]:
 
 # ---------------------------------------------------------------------------------- image
 
-def _dirs_for(paths: Iterable[str]) -> list[str]:
+def _dirs_for(paths: Iterable[str]) -> set[str]:
+    """Every directory the paths need, parents included."""
     dirs: set[str] = set()
     for p in paths:
         parts = p.split("/")[:-1]
         for i in range(1, len(parts) + 1):
             dirs.add("/".join(parts[:i]))
-    return sorted(dirs, key=lambda d: (d.count("/"), d))
+    return dirs
 
 
 def image_entries(kernel: KernelArtifact, platform: Platform, userland: Userland,
@@ -243,7 +244,7 @@ def image_entries(kernel: KernelArtifact, platform: Platform, userland: Userland
     # and a foreign one could not run here.
     applets = hostcmd.run(["busybox", "--list"], what="busybox --list").split()
     links = [cpio.symlink(f"bin/{a}", "busybox") for a in applets if a != "busybox"]
-    wanted_dirs = set(_dirs_for([e.name for e in files + links]))
+    wanted_dirs = _dirs_for([e.name for e in files + links])
     wanted_dirs |= {"proc", "sys", "dev", "tmp", "run", "var", "mnt"}
     wanted_dirs.discard("root")
     dirs = [cpio.directory(d) for d in sorted(wanted_dirs, key=lambda d: (d.count("/"), d))]

@@ -156,7 +156,7 @@ class GuestPool:
             try:
                 records = guest.kmsg_since(mark.seq)
                 text = "\n".join(f"[{(r.usec or 0) / 1e6:12.6f}] {r.text}" for r in records)
-                return [e for e in events_of(text)], text
+                return events_of(text), text
             except GuestError:
                 pass
         log = guest.console_log.read_text(errors="replace") if guest.console_log.exists() \
