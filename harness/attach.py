@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from .errors import GuestError
 from .guest import Guest
+from .sysfs import IommuGroup
 
 CTL = "/sys/kernel/debug/ih_attach/ctl"
 DRIVER_DMA_API = "ih_edu"  # driver_managed_dma = false: an ordinary DMA-API driver
@@ -127,19 +128,22 @@ class TegraClient:
     handle: str
     members: tuple[str, ...]  # PCI addresses
 
-    def setup(self, iova: int = 0x100000, size: int = 0x1000) -> list[OpResult]:
-        first = self.members[0]
-        return self.ctl.batch([f"alloc {self.handle} {first}", f"map {self.handle} {iova:#x} "
-                               f"{size:#x}"])
+    def setup(self) -> OpResult:
+        return self.ctl.op(f"alloc {self.handle} {self.members[0]}")
 
-    def attach(self, groups: dict[str, int]) -> list[OpResult]:
-        """``groups`` maps each member to its group id (from sysfs)."""
-        sizes: dict[int, int] = {}
-        for bdf in self.members:
-            sizes[groups[bdf]] = sizes.get(groups[bdf], 0) + 1
+    def map(self, iova: int = 0x100000, size: int = 0x1000) -> OpResult:
+        """Map after attaching: an SMMUv3 domain has no page table before its first attach
+        (arm_smmu_domain_finalise runs at attach), so iommu_map fails there with -ENODEV."""
+        return self.ctl.op(f"map {self.handle} {iova:#x} {size:#x}")
+
+    def attach(self, groups: Sequence[IommuGroup]) -> list[OpResult]:
+        """``groups``: the guest's groups (Guest.groups()), to tell a member alone in its
+        group from one that shares it (with other members or with any other device)."""
+        group_of = {m.bdf: g.id for g in groups for m in g.members}
+        sizes = {g.id: len(g.members) for g in groups}
         ops, seen = [], set()
         for bdf in self.members:
-            gid = groups[bdf]
+            gid = group_of[bdf]
             if sizes[gid] == 1:
                 ops.append(f"attach_dev {self.handle} {bdf}")
             elif gid not in seen:

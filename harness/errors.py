@@ -69,7 +69,8 @@ class CommandTimeout(GuestError):
     """A guest command did not finish before its deadline."""
 
     def __init__(self, command: str, timeout: float, partial: bytes = b"") -> None:
-        super().__init__(f"guest command timed out after {timeout:.1f}s: {command!r}",
+        shown = repr(command) if len(command) < 160 else f"{command[:160]!r}..."
+        super().__init__(f"guest command timed out after {timeout:.1f}s: {shown}",
                          "raise the timeout, or check the guest console log")
         self.command = command
         self.timeout = timeout

@@ -144,8 +144,8 @@ class Guest:
             if not self.serial.broken:
                 raise
             self._stop_qemu_now()
-            raise GuestHung(f"the guest stopped answering during {command!r} (no reply within "
-                            f"{timeout:.0f}s, interrupt ignored); QEMU was killed",
+            raise GuestHung(f"the guest stopped answering during {_short(command)} (no reply "
+                            f"within {timeout:.0f}s, interrupt ignored); QEMU was killed",
                             f"see {self.console_log}", console_tail=self.console_tail()
                             ) from exc
         except GuestError as exc:
@@ -160,7 +160,8 @@ class Guest:
         # "Fatal exception".
         fatal = [e for e in events_of(log) if e.kind in FATAL_KINDS]
         what = fatal[0].signature if fatal else "QEMU exited or was killed"
-        return GuestDied(f"the guest died during {command!r}: {what}", f"see {self.console_log}",
+        return GuestDied(f"the guest died during {_short(command)}: {what}",
+                         f"see {self.console_log}",
                          events=tuple(fatal), console_tail=self.console_tail())
 
     def _stop_qemu_now(self) -> None:
@@ -276,6 +277,12 @@ class Guest:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _short(command: str, limit: int = 160) -> str:
+    """A command as error messages quote it: a batch of thousands of lines is cut."""
+    text = repr(command)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(command)} bytes)"
 
 
 @dataclass(frozen=True)
