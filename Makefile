@@ -36,6 +36,8 @@ test: lint
 bench: deps
 	$(PY) bench/boot.py --platform x86_64-vtd --platform aarch64-smmuv3 \
 		--kernel debian:6.1 --kernel debian:6.12
+	$(PY) bench/ops.py --platform x86_64-vtd --platform aarch64-smmuv3 \
+		--kernel debian:6.1 --kernel debian:6.12
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

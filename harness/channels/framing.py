@@ -1,8 +1,10 @@
 """The control agent's wire format (pure); the agent side is images/agent.sh.
 
-Request: ``<token> <script>\\n``, every script byte outside ``[A-Za-z0-9_./,:=+-]`` written
-as a ``\\0ooo`` octal escape, which the agent's ``printf '%b'`` (a shell builtin: no process to
-start) turns back into the byte. Reply:
+Request: ``<token> <script>\\n``, the script's printable ASCII as it is and every other byte,
+a backslash, and a space at either end (``read`` would strip it) written as a ``\\0ooo`` octal
+escape, which the agent's ``printf '%b'`` (a shell builtin: no process to start) turns back into
+the byte. The agent's ``read`` takes a line a byte at a time, so a short request is a fast
+one. Reply:
 ``\\x1eB<token>\\x1e <stdout> \\x1eE<token>\\x1e <stderr> \\x1eX<token> <exit code>\\x1e``.
 The token is random per command and the request never carries a raw ``\\x1e``, so neither an
 echo of the request nor the command's own output can forge a marker.
@@ -21,12 +23,19 @@ def new_token() -> bytes:
     return secrets.token_hex(8).encode()
 
 
-_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_./,:=+-")
-_ENCODED = [bytes([b]) if b in _SAFE else b"\\0%03o" % b for b in range(256)]
+_ENCODED = [bytes([b]) if 0x20 <= b < 0x7F and b != 0x5C else b"\\0%03o" % b
+            for b in range(256)]
+_SPACE = b"\\0040"
 
 
 def encode_script(data: bytes) -> bytes:
-    return b"".join(_ENCODED[b] for b in data)
+    body = b"".join(_ENCODED[b] for b in data)
+    # read(1) strips leading and trailing blanks of the last field: keep them as escapes.
+    lead = len(body) - len(body.lstrip(b" "))
+    trail = len(body) - len(body.rstrip(b" "))
+    if lead == len(body):
+        return _SPACE * lead
+    return _SPACE * lead + body[lead:len(body) - trail] + _SPACE * trail
 
 
 def request(token: bytes, script: str | bytes) -> bytes:

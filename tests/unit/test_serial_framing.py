@@ -115,5 +115,11 @@ def test_the_encoded_request_holds_no_marker_byte_and_is_one_line() -> None:
     line = framing.request(b"tok", bytes(range(256)))
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert framing.RS not in line
-    assert set(line[4:-1]) <= set(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
-                                  b"0123456789_./,:=+-\\")
+    assert all(0x20 <= b < 0x7F for b in line[:-1])
+
+
+@pytest.mark.parametrize("script", [b"  lead", b"trail  ", b"   ", b" a b ", b"\\", b""])
+def test_blanks_at_either_end_and_backslashes_survive(shell: SerialShell,
+                                                      script: bytes) -> None:
+    r = shell.run(b"printf '%s' '" + script + b"'")
+    assert r.stdout == script
