@@ -25,6 +25,7 @@
  *   dma DEV H IOVA LEN     edu DMA: pattern RAM -> device -> RAM through IOVA, compare bytes
  *   dma_raw DEV IOVA DIR   one edu DMA of 8 bytes to/from IOVA (DIR to_ram|from_ram), no check
  *   state DEV              group=N domain=<H|default|blocked|unmanaged|none> type=T
+ *   members DEV            group=N devices=A,B,... (iommu_group_for_each_dev)
  *   reset                  undo everything (as on unload)
  */
 #include <linux/ctype.h>
@@ -656,6 +657,37 @@ static void op_state(const char *devname)
 	pci_dev_put(pdev);
 }
 
+struct member_list {
+	char buf[MAX_LINE - 64];
+	size_t len;
+};
+
+static int add_member(struct device *dev, void *data)
+{
+	struct member_list *m = data;
+
+	m->len += scnprintf(m->buf + m->len, sizeof(m->buf) - m->len, "%s%s",
+			    m->len ? "," : "", dev_name(dev));
+	return 0;
+}
+
+static void op_members(const char *devname)
+{
+	struct pci_dev *pdev = find_pci(devname);
+	struct iommu_group *group;
+	struct member_list m = { .len = 0 };
+
+	if (!pdev)
+		FAIL("members %d guard=1 why=no_device", -ENODEV);
+	group = iommu_group_get(&pdev->dev);
+	pci_dev_put(pdev);
+	if (!group)
+		FAIL("members %d why=no_group", -ENODEV);
+	iommu_group_for_each_dev(group, &m, add_member);
+	result("members 0 group=%d devices=%s", iommu_group_id(group), m.buf);
+	iommu_group_put(group);
+}
+
 /* ------------------------------------------------------------------ reset */
 
 static void reset_all(void)
@@ -739,6 +771,8 @@ static void run_line(char *line)
 		op_dma_raw(argv[1], argv[2], argv[3]);
 	else if (!strcmp(argv[0], "state"))
 		op_state(argv[1]);
+	else if (!strcmp(argv[0], "members"))
+		op_members(argv[1]);
 	else if (!strcmp(argv[0], "reset")) {
 		reset_all();
 		result("reset 0");

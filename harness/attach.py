@@ -107,6 +107,13 @@ class AttachCtl:
             raise GuestError(f"{line!r} gave {len(results)} results", "see the control log")
         return results[0]
 
+    def members(self, bdf: str) -> tuple[int, tuple[str, ...]] | None:
+        """DEV's group id and its member devices as the kernel lists them, or None."""
+        r = self.op(f"members {bdf}")
+        if not r.ok:
+            return None
+        return int(r.get("group") or -1), tuple((r.get("devices") or "").split(","))
+
     def state(self, bdf: str) -> DeviceState:
         r = self.op(f"state {bdf}")
         group = int(r.get("group") or -1)

@@ -262,6 +262,12 @@ class Guest:
                              f"{(result.text + result.stderr.decode(errors='replace')).strip()}",
                              "see dmesg in the console log")
 
+    def unbind(self, bdf: str) -> None:
+        """Leave a PCI device with no driver (and no override that would rebind it)."""
+        d = f"/sys/bus/pci/devices/{bdf}"
+        self.check(f"echo > {d}/driver_override; "
+                   f"[ ! -e {d}/driver ] || echo {bdf} > {d}/driver/unbind")
+
     def bind_topology(self, driver: str) -> tuple[str, ...]:
         """Bind every test device of the topology to ``driver``, in address order; return their
         ids in that order (what :func:`~harness.topology.predict_groups` calls ``bound``)."""

@@ -101,6 +101,20 @@ def test_tegra_like_client_over_singletons_and_over_the_shared_group(
     assert [x.rc for x in shared.dma_from_each()] == [0] * len(members)
 
 
+def test_group_members_and_unbinding(ctl: AttachCtl, platform: str) -> None:
+    g = ctl.guest
+    snapshot = {m.bdf: grp for grp in g.groups() for m in grp.members}
+    listed = ctl.members(EDU2)
+    assert listed is not None
+    assert listed[0] == snapshot[EDU2].id
+    assert set(listed[1]) == {m.bdf for m in snapshot[EDU2].members}
+    g.unbind(EDU0)
+    assert ctl.state(EDU0).driver is None
+    # SMMUv3 keeps the group it gave at probe after the driver goes; VT-d had it all along.
+    assert ctl.state(EDU0).group == snapshot[EDU0].id
+    g.bind(EDU0, DRIVER_OWNED)
+
+
 def test_map_before_any_attach(ctl: AttachCtl, platform: str) -> None:
     """VT-d builds a domain's page table at allocation. SMMUv3 on 6.1 builds it at the first
     attach (arm_smmu_domain_finalise from arm_smmu_attach_dev), so mapping into a
