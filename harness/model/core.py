@@ -1,0 +1,411 @@
+"""The reference model of the kernel's attach and DMA-ownership rules (pure, no I/O).
+
+State mirrors what drivers/iommu/iommu.c keeps (struct iommu_group: domain, default_domain,
+blocking_domain, owner, owner_cnt) plus what the ih_attach module tracks (its domain handles,
+the attachments and claims it made, its mappings), because the system under test is the
+kernel *and* the module: the module refuses ("guards") calls that would WARN.
+
+Every operation returns a :class:`Outcome` (the rc, whether the module guarded, and what the
+kernel would WARN about) and changes the state as the kernel would. Rules cite
+file:function of Debian's 6.1.192 / 6.12.117 sources; a :class:`Profile` overrides the ones
+that differ between versions or proposals.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+EPERM, ENOENT, EIO, ENODEV, EBUSY, EEXIST, EINVAL, ENOSPC, EOPNOTSUPP = (
+    1, 2, 5, 19, 16, 17, 22, 28, 95)
+
+DEFAULT = "default"
+BLOCKING = "blocking"
+
+# Driver kinds a device can be bound to.
+NO_DRIVER, DMA_API, OWNED = "none", "dma_api", "owned"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    rc: int
+    guard: bool = False
+    warn: str = ""  # non-empty: the kernel would WARN here (the model says so; dmesg must agree)
+
+    @staticmethod
+    def ok() -> Outcome:
+        return Outcome(0)
+
+    @staticmethod
+    def guarded(errno: int) -> Outcome:
+        return Outcome(-errno, guard=True)
+
+
+@dataclass
+class Group:
+    id: int
+    members: list[str]
+    domain: str = DEFAULT  # DEFAULT, BLOCKING, or one of our handles
+    owner: str | None = None
+    owner_cnt: int = 0
+
+
+@dataclass
+class Hold:
+    kind: str  # attach_dev, attach_group, claim_group, claim_dev
+    group: int
+    device: str  # the device named in the operation
+    domain: str | None = None
+
+
+@dataclass
+class State:
+    groups: dict[int, Group]
+    device_group: dict[str, int]  # devices that have a group
+    drivers: dict[str, str]  # device → NO_DRIVER | DMA_API | OWNED
+    domains: dict[str, bool] = field(default_factory=dict)  # handle → finalised (attached once)
+    holds: list[Hold] = field(default_factory=list)
+    maps: dict[tuple[str, int], int] = field(default_factory=dict)  # (handle, iova) → size
+
+    def group_of(self, dev: str) -> Group | None:
+        gid = self.device_group.get(dev)
+        return None if gid is None else self.groups[gid]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A kernel version or a proposal: data plus the rules that differ."""
+
+    name: str
+    blocking_type: int  # 1: an empty UNMANAGED domain (6.1); 0: the static BLOCKED one (6.12)
+    has_device_claim: bool  # iommu_device_claim_dma_owner exported (6.2+)
+    alloc_needs_iommu: bool  # iommu_paging_domain_alloc(dev): -ENODEV for a device without one
+    smmu_finalise_at_attach: bool  # SMMUv3 builds the page table at first attach (6.1)
+    attach_device_rule: str = "singleton"  # "singleton" | "proposal-2022" | "proposal-2022-alt"
+    description: str = ""
+
+    def blocking_name(self) -> str:
+        return "blocked" if self.blocking_type == 0 else "unmanaged"
+
+
+class Model:
+    def __init__(self, profile: Profile, platform_smmu: bool, groups: Mapping[int, Sequence[str]],
+                 drivers: Mapping[str, str]) -> None:
+        self.profile = profile
+        self.smmu = platform_smmu
+        self.state = State(
+            groups={gid: Group(gid, list(members)) for gid, members in groups.items()},
+            device_group={d: gid for gid, members in groups.items() for d in members},
+            drivers=dict(drivers))
+        # Bound DMA-API drivers hold a count on their group
+        # (drivers/iommu/iommu.c: iommu_device_use_default_domain, called at probe).
+        for dev, drv in self.state.drivers.items():
+            g = self.state.group_of(dev)
+            if drv == DMA_API and g is not None:
+                g.owner_cnt += 1
+
+    def copy(self) -> Model:
+        return copy.deepcopy(self)
+
+    # ------------------------------------------------------------------ helpers
+    def _hold(self, kind: str, group: int, device: str | None = None,
+              domain: str | None = None) -> Hold | None:
+        for h in self.state.holds:
+            if h.kind == kind and h.group == group and (device is None or h.device == device) \
+                    and (domain is None or h.domain == domain):
+                return h
+        return None
+
+    def _core_domain(self, g: Group) -> str:
+        # drivers/iommu/iommu.c: __iommu_group_set_core_domain — owner ? blocking : default
+        return BLOCKING if g.owner is not None else DEFAULT
+
+    def _attach_group_rule(self, handle: str, g: Group) -> Outcome:
+        # drivers/iommu/iommu.c: __iommu_attach_group — -EBUSY unless the group is on its
+        # default or blocking domain (so re-attaching the same domain is -EBUSY too).
+        if g.domain not in (DEFAULT, BLOCKING):
+            return Outcome(-EBUSY)
+        g.domain = handle
+        self.state.domains[handle] = True
+        return Outcome.ok()
+
+    # ------------------------------------------------------------------ domains
+    def alloc(self, handle: str, dev: str) -> Outcome:
+        if not _valid_name(handle):
+            return Outcome.guarded(EINVAL)
+        if handle in self.state.domains:
+            return Outcome.guarded(EEXIST)
+        if len(self.state.domains) >= 64:
+            return Outcome.guarded(ENOSPC)
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        # 6.12 iommu_paging_domain_alloc(dev): -ENODEV without an IOMMU for dev; 6.1
+        # iommu_domain_alloc(bus) only needs the bus's ops.
+        if self.profile.alloc_needs_iommu and self.state.group_of(dev) is None:
+            return Outcome(-ENODEV)
+        self.state.domains[handle] = not (self.smmu and self.profile.smmu_finalise_at_attach)
+        return Outcome.ok()
+
+    def free(self, handle: str) -> Outcome:
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        if any(h.domain == handle for h in self.state.holds) or \
+                any(k[0] == handle for k in self.state.maps):
+            return Outcome.guarded(EBUSY)
+        del self.state.domains[handle]
+        return Outcome.ok()
+
+    # ------------------------------------------------------------------ attach
+    def attach_dev(self, handle: str, dev: str) -> Outcome:
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome(-ENODEV)  # iommu_attach_device: no group
+        rule = self.profile.attach_device_rule
+        if rule == "singleton":
+            # drivers/iommu/iommu.c: iommu_attach_device — -EINVAL unless the group holds
+            # exactly one device; no ownership check.
+            if len(g.members) != 1:
+                return Outcome(-EINVAL)
+            out = self._attach_group_rule(handle, g)
+        elif rule == "proposal-2022":
+            out = self._attach_dev_proposal(handle, dev, g)
+        else:
+            out = self._attach_dev_alt(handle, dev, g)
+        if out.rc == 0:
+            self.state.holds.append(Hold("attach_dev", g.id, dev, handle))
+        return out
+
+    def _attach_dev_proposal(self, handle: str, dev: str, g: Group) -> Outcome:
+        # "Scrap iommu_attach/detach_group() interfaces" v1 3/8 (2022-01-06): counts
+        # attachments in the group; owner_cnt counts them too.
+        attached = sum(1 for h in self.state.holds if h.kind == "attach_dev" and h.group == g.id)
+        if g.owner_cnt and ((g.domain == DEFAULT and len(g.members) != 1) or g.owner):
+            return Outcome(-EBUSY)
+        if not attached:
+            out = self._attach_group_rule(handle, g)
+            if out.rc:
+                return out
+        elif g.domain != handle:
+            return Outcome(-EPERM)
+        g.owner_cnt += 1
+        return Outcome.ok()
+
+    def _attach_dev_alt(self, handle: str, dev: str, g: Group) -> Outcome:
+        # Jason Gunthorpe's alternative (2022-01-06): by the driver's no_kernel_api_dma.
+        if self.state.drivers.get(dev) != OWNED:
+            if g.owner_cnt > 1 or g.owner:
+                return Outcome(-EBUSY)
+            return self._attach_group_rule(handle, g)
+        if not g.owner_cnt:
+            out = self._attach_group_rule(handle, g)
+            if out.rc:
+                return out
+        elif g.owner or g.domain != handle:
+            return Outcome(-EBUSY)
+        g.owner_cnt += 1
+        return Outcome.ok()
+
+    def detach_dev(self, handle: str, dev: str) -> Outcome:
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        hold = self._hold("attach_dev", g.id, None, handle) if g else None
+        # The module detaches only what it attached and the kernel still has attached:
+        # iommu_detach_device WARNs otherwise (d != group->domain or a multi-device group).
+        if g is None or hold is None or g.domain != handle:
+            return Outcome.guarded(ENOENT)
+        self.state.holds.remove(hold)
+        if self.profile.attach_device_rule != "singleton":
+            g.owner_cnt = max(0, g.owner_cnt - 1)
+            if any(h.kind == "attach_dev" and h.group == g.id for h in self.state.holds):
+                return Outcome.ok()
+        g.domain = self._core_domain(g)
+        return Outcome.ok()
+
+    def attach_group(self, handle: str, dev: str) -> Outcome:
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome.guarded(ENODEV)
+        # drivers/iommu/iommu.c: iommu_attach_group — any group size, no ownership check.
+        out = self._attach_group_rule(handle, g)
+        if out.rc == 0:
+            self.state.holds.append(Hold("attach_group", g.id, dev, handle))
+        return out
+
+    def detach_group(self, handle: str, dev: str) -> Outcome:
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        hold = self._hold("attach_group", g.id, None, handle) if g else None
+        if g is None or hold is None or g.domain != handle:
+            return Outcome.guarded(ENOENT)
+        self.state.holds.remove(hold)
+        # drivers/iommu/iommu.c: iommu_detach_group → __iommu_group_set_core_domain
+        g.domain = self._core_domain(g)
+        return Outcome.ok()
+
+    # ------------------------------------------------------------------ ownership
+    def claim_group(self, dev: str, owner: str) -> Outcome:
+        if not _valid_name(owner):
+            return Outcome.guarded(EINVAL)
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome.guarded(ENODEV)
+        # drivers/iommu/iommu.c: iommu_group_claim_dma_owner — -EPERM if anyone counts
+        # (kernel drivers or a claim, even the same owner); -EBUSY off the default domain.
+        if g.owner_cnt:
+            return Outcome(-EPERM)
+        if g.domain != DEFAULT:
+            return Outcome(-EBUSY)
+        g.domain, g.owner, g.owner_cnt = BLOCKING, owner, 1
+        self.state.holds.append(Hold("claim_group", g.id, dev))
+        return Outcome.ok()
+
+    def release_group(self, dev: str) -> Outcome:
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        hold = self._hold("claim_group", g.id) if g else None
+        if g is None or hold is None:
+            return Outcome.guarded(ENOENT)
+        self.state.holds.remove(hold)
+        # iommu_group_release_dma_owner: back to the default domain from any domain.
+        g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
+        return Outcome.ok()
+
+    def claim_dev(self, dev: str, owner: str) -> Outcome:
+        if not _valid_name(owner):
+            return Outcome.guarded(EINVAL)
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome.guarded(ENODEV)
+        if not self.profile.has_device_claim:
+            return Outcome.guarded(EOPNOTSUPP)
+        # drivers/iommu/iommu.c (6.12): iommu_device_claim_dma_owner — a count held by
+        # another owner (or kernel drivers) is -EPERM; the same owner just counts up.
+        if g.owner_cnt:
+            if g.owner != owner:
+                return Outcome(-EPERM)
+            g.owner_cnt += 1
+        else:
+            if g.domain != DEFAULT:
+                return Outcome(-EBUSY)
+            g.domain, g.owner, g.owner_cnt = BLOCKING, owner, 1
+        self.state.holds.append(Hold("claim_dev", g.id, dev))
+        return Outcome.ok()
+
+    def release_dev(self, dev: str) -> Outcome:
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        hold = self._hold("claim_dev", g.id, dev) if g else None
+        if g is None or hold is None:
+            return Outcome.guarded(ENOENT)
+        self.state.holds.remove(hold)
+        # iommu_device_release_dma_owner: count down, or a full release at the last one.
+        if g.owner_cnt > 1:
+            g.owner_cnt -= 1
+        else:
+            g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
+        return Outcome.ok()
+
+    # ------------------------------------------------------------------ mappings
+    def map(self, handle: str, iova: int, size: int) -> Outcome:
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        if size <= 0 or size > 1 << 20 or iova % 4096 or size % 4096:
+            return Outcome.guarded(EINVAL)
+        if len(self.state.maps) >= 256:
+            return Outcome.guarded(ENOSPC)
+        # arm-smmu-v3 (6.1): the io-pgtable exists only after the first attach
+        # (arm_smmu_domain_finalise from arm_smmu_attach_dev): iommu_map gives -ENODEV.
+        if not self.state.domains[handle]:
+            return Outcome(-ENODEV)
+        self.state.maps[(handle, iova)] = size
+        return Outcome.ok()
+
+    def unmap(self, handle: str, iova: int) -> Outcome:
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        if (handle, iova) not in self.state.maps:
+            return Outcome.guarded(ENOENT)
+        del self.state.maps[(handle, iova)]
+        return Outcome.ok()
+
+    def reset(self) -> Outcome:
+        for h in list(self.state.holds):
+            g = self.state.groups[h.group]
+            if h.kind in ("attach_dev", "attach_group") and g.domain == h.domain:
+                g.domain = self._core_domain(g)
+            elif h.kind in ("claim_group", "claim_dev"):
+                g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
+        for g in self.state.groups.values():
+            g.owner_cnt = sum(1 for d in g.members if self.state.drivers.get(d) == DMA_API)
+        self.state.holds.clear()
+        self.state.maps.clear()
+        self.state.domains.clear()
+        return Outcome.ok()
+
+    # ------------------------------------------------------------------ reads
+    def domain_of(self, dev: str) -> str:
+        """What ih_attach's `state` reports: @handle, default, blocked/unmanaged, none."""
+        g = self.state.group_of(dev)
+        if g is None:
+            return "none"
+        if g.domain == DEFAULT:
+            return "default"
+        if g.domain == BLOCKING:
+            return self.profile.blocking_name()
+        return f"@{g.domain}"
+
+    # ------------------------------------------------------------------ dispatch
+    def apply(self, line: str) -> Outcome:
+        """One ih_attach operation line (device names are PCI addresses)."""
+        words = line.split()
+        if not words:
+            raise ValueError("empty operation")
+        op, args = words[0], words[1:]
+        handler = _DISPATCH.get(op)
+        if handler is None:
+            return Outcome.guarded(EINVAL)
+        try:
+            return handler(self, *args)
+        except (TypeError, ValueError):
+            return Outcome.guarded(EINVAL)
+
+
+def _int(text: str) -> int:
+    return int(text, 0)
+
+
+_DISPATCH: dict[str, Callable[..., Outcome]] = {
+    "alloc": Model.alloc, "free": Model.free,
+    "attach_dev": Model.attach_dev, "detach_dev": Model.detach_dev,
+    "attach_group": Model.attach_group, "detach_group": Model.detach_group,
+    "claim_group": Model.claim_group, "release_group": Model.release_group,
+    "claim_dev": Model.claim_dev, "release_dev": Model.release_dev,
+    "map": lambda m, h, iova, size: m.map(h, _int(iova), _int(size)),
+    "unmap": lambda m, h, iova: m.unmap(h, _int(iova)),
+    "reset": Model.reset,
+}
+
+
+def _valid_name(text: str) -> bool:
+    return 0 < len(text) <= 15 and all(c.islower() or c.isdigit() or c == "_" for c in text)
