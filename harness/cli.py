@@ -13,16 +13,20 @@ import termios
 import time
 import tty
 from collections.abc import Sequence
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import FrameType
 
 import paramiko
 
 from .accel import ACCELS
+from .differ import Differ, guest_profile
 from .errors import ConfigError, HarnessError
 from .guest import Guest
+from .model import Profile, get_profile
 from .platforms import PLATFORMS
 from .prepare import DEFAULT_TOPOLOGY, GuestRequest, prepare
+from .scenario import Scenario, format_scenario, load_scenario, topology_file
 from .sysfs import compare_groups, comparison_json, format_comparison, side_by_side
 from .topology import predict_groups
 
@@ -67,6 +71,14 @@ def build_parser() -> argparse.ArgumentParser:
                              "a device has a group only once a driver probed it")
     shell = sub.add_parser("shell", help="an interactive shell in a fresh guest (over SSH)")
     _common(shell)
+    scen = sub.add_parser("scenario", help="run scenario files on a guest and on the model, "
+                                           "side by side")
+    _common(scen)
+    scen.add_argument("files", nargs="+", type=Path, metavar="FILE")
+    scen.add_argument("--json", action="store_true", help="machine-readable output")
+    scen.add_argument("--profile", help="force the model profile (default: from the kernel)")
+    scen.add_argument("--also-profile", action="append", default=[], metavar="PROFILE",
+                      help="show what another profile (e.g. proposal-2022) would return")
     return parser
 
 
@@ -180,7 +192,54 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-COMMANDS = {"boot": cmd_boot, "groups": cmd_groups, "shell": cmd_shell}
+def cmd_scenario(args: argparse.Namespace) -> int:
+    extra = [get_profile(p) for p in args.also_profile]
+    docs, ok = [], True
+    for name in _platforms(args):
+        platform = PLATFORMS[name]
+        scenarios = [load_scenario(f, platform) for f in args.files]
+        for topo_file, group in _by_topology(scenarios).items():
+            request = replace(_request(args, name), topology=topo_file)
+            config = prepare(request)
+            with Guest(config) as guest:
+                profile = get_profile(args.profile) if args.profile else guest_profile(guest)
+                for scenario in group:
+                    doc = _run_one(guest, scenario, profile, extra, name)
+                    docs.append(doc)
+                    ok = ok and doc["ok"] is not False
+                    if not args.json:
+                        print(format_scenario(doc, [p.name for p in extra]), flush=True)
+    if args.json:
+        print(json.dumps({"ok": ok, "scenarios": docs}, indent=2))
+    return 0 if ok else EXIT_MISMATCH
+
+
+def _by_topology(scenarios: list[Scenario]) -> dict[Path, list[Scenario]]:
+    groups: dict[Path, list[Scenario]] = {}
+    for s in scenarios:
+        groups.setdefault(topology_file(s), []).append(s)
+    return groups
+
+
+def _run_one(guest: Guest, scenario: Scenario, profile: Profile, extra: list[Profile],
+             platform: str) -> dict[str, object]:
+    head: dict[str, object] = {"scenario": scenario.name, "file": str(scenario.path),
+                               "platform": platform, "kernel": guest.config.kernel.release,
+                               "profile": profile.name}
+    if scenario.profiles and profile.name not in scenario.profiles:
+        return {**head, "ok": None, "skipped": f"profile {profile.name} not in "
+                                               f"{list(scenario.profiles)}"}
+    if scenario.platforms and platform not in scenario.platforms:
+        return {**head, "ok": None, "skipped": f"platform {platform} not in "
+                                               f"{list(scenario.platforms)}"}
+    differ = Differ(guest, scenario.topology, profile, extra)
+    differ.setup(scenario)
+    rows = [differ.step(i + 1, step) for i, step in enumerate(scenario.steps)]
+    return {**head, "ok": all(r.ok for r in rows), "steps": [asdict(r) for r in rows]}
+
+
+COMMANDS = {"boot": cmd_boot, "groups": cmd_groups, "shell": cmd_shell,
+            "scenario": cmd_scenario}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
