@@ -119,8 +119,8 @@ static void result(const char *fmt, ...)
 	ih_results[ih_results_len++] = '\n';
 }
 
-/* Record a result and leave the (void) operation. */
-#define FAIL(...) do { result(__VA_ARGS__); return; } while (0)
+/* Record the result line and leave the (void) operation. */
+#define REPLY(...) do { result(__VA_ARGS__); return; } while (0)
 
 /* ------------------------------------------------------------------ lookups */
 
@@ -261,24 +261,24 @@ static void op_alloc(const char *h, const char *devname)
 	int count = 0;
 
 	if (!valid_name(h) || !devname)
-		FAIL("alloc %d guard=1 why=usage", -EINVAL);
+		REPLY("alloc %d guard=1 why=usage", -EINVAL);
 	if (find_domain(h))
-		FAIL("alloc %d guard=1 why=handle_exists", -EEXIST);
+		REPLY("alloc %d guard=1 why=handle_exists", -EEXIST);
 	for (d = ih_domains; d; d = d->next)
 		count++;
 	if (count >= MAX_DOMAINS)
-		FAIL("alloc %d guard=1 why=too_many", -ENOSPC);
+		REPLY("alloc %d guard=1 why=too_many", -ENOSPC);
 	pdev = find_pci(devname);
 	if (!pdev)
-		FAIL("alloc %d guard=1 why=no_device", -ENODEV);
+		REPLY("alloc %d guard=1 why=no_device", -ENODEV);
 	domain = alloc_paging(pdev);
 	pci_dev_put(pdev);
 	if (IS_ERR(domain))
-		FAIL("alloc %ld", PTR_ERR(domain));
+		REPLY("alloc %ld", PTR_ERR(domain));
 	d = kzalloc(sizeof(*d), GFP_KERNEL);
 	if (!d) {
 		iommu_domain_free(domain);
-		FAIL("alloc %d", -ENOMEM);
+		REPLY("alloc %d", -ENOMEM);
 	}
 	strscpy(d->name, h, sizeof(d->name));
 	d->domain = domain;
@@ -303,9 +303,9 @@ static void op_free(const char *h)
 	struct ih_domain *d = h ? find_domain(h) : NULL;
 
 	if (!d)
-		FAIL("free %d guard=1 why=no_handle", -ENOENT);
+		REPLY("free %d guard=1 why=no_handle", -ENOENT);
 	if (domain_in_use(d))
-		FAIL("free %d guard=1 why=attached_or_mapped", -EBUSY);
+		REPLY("free %d guard=1 why=attached_or_mapped", -EBUSY);
 	unlink_domain(d);
 	iommu_domain_free(d->domain);
 	kfree(d);
@@ -323,14 +323,14 @@ static void op_attach(bool group_api, const char *h, const char *devname)
 	int ret;
 
 	if (!d)
-		FAIL("%s %d guard=1 why=no_handle", op, -ENOENT);
+		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
 	pdev = find_pci(devname);
 	if (!pdev)
-		FAIL("%s %d guard=1 why=no_device", op, -ENODEV);
+		REPLY("%s %d guard=1 why=no_device", op, -ENODEV);
 	group = iommu_group_get(&pdev->dev);
 	if (group_api && !group) {
 		pci_dev_put(pdev);
-		FAIL("%s %d guard=1 why=no_group", op, -ENODEV);
+		REPLY("%s %d guard=1 why=no_group", op, -ENODEV);
 	}
 	ret = group_api ? iommu_attach_group(d->domain, group) :
 			  iommu_attach_device(d->domain, &pdev->dev);
@@ -353,10 +353,10 @@ static void op_detach(bool group_api, const char *h, const char *devname)
 	struct ih_hold *hold;
 
 	if (!d)
-		FAIL("%s %d guard=1 why=no_handle", op, -ENOENT);
+		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
 	pdev = find_pci(devname);
 	if (!pdev)
-		FAIL("%s %d guard=1 why=no_device", op, -ENODEV);
+		REPLY("%s %d guard=1 why=no_device", op, -ENODEV);
 	group = iommu_group_get(&pdev->dev);
 	/*
 	 * The kernel WARNs when asked to detach a domain that is not the group's current one
@@ -369,7 +369,7 @@ static void op_detach(bool group_api, const char *h, const char *devname)
 		if (group)
 			iommu_group_put(group);
 		pci_dev_put(pdev);
-		FAIL("%s %d guard=1 why=not_attached", op, -ENOENT);
+		REPLY("%s %d guard=1 why=not_attached", op, -ENOENT);
 	}
 	if (group_api)
 		iommu_detach_group(d->domain, group);
@@ -392,14 +392,14 @@ static void op_claim(bool dev_api, const char *devname, const char *owner)
 	int ret;
 
 	if (!cookie)
-		FAIL("%s %d guard=1 why=usage", op, -EINVAL);
+		REPLY("%s %d guard=1 why=usage", op, -EINVAL);
 	pdev = find_pci(devname);
 	if (!pdev)
-		FAIL("%s %d guard=1 why=no_device", op, -ENODEV);
+		REPLY("%s %d guard=1 why=no_device", op, -ENODEV);
 	group = iommu_group_get(&pdev->dev);
 	if (!group) {
 		pci_dev_put(pdev);
-		FAIL("%s %d guard=1 why=no_group", op, -ENODEV);
+		REPLY("%s %d guard=1 why=no_group", op, -ENODEV);
 	}
 	if (dev_api) {
 #ifdef IH_HAVE_DEVICE_CLAIM
@@ -408,7 +408,7 @@ static void op_claim(bool dev_api, const char *devname, const char *owner)
 		ret = -EOPNOTSUPP;
 		iommu_group_put(group);
 		pci_dev_put(pdev);
-		FAIL("%s %d guard=1 why=not_exported", op, ret);
+		REPLY("%s %d guard=1 why=not_exported", op, ret);
 #endif
 	} else {
 		ret = iommu_group_claim_dma_owner(group, cookie);
@@ -432,7 +432,7 @@ static void op_release(bool dev_api, const char *devname)
 
 	pdev = find_pci(devname);
 	if (!pdev)
-		FAIL("%s %d guard=1 why=no_device", op, -ENODEV);
+		REPLY("%s %d guard=1 why=no_device", op, -ENODEV);
 	group = iommu_group_get(&pdev->dev);
 	/* Releasing a claim nobody holds WARNs in the kernel: only release our own claims. */
 	hold = group ? find_hold(dev_api ? HOLD_CLAIM_DEV : HOLD_CLAIM_GROUP, group,
@@ -441,14 +441,23 @@ static void op_release(bool dev_api, const char *devname)
 		iommu_group_put(group);
 	pci_dev_put(pdev);
 	if (!hold)
-		FAIL("%s %d guard=1 why=not_claimed", op, -ENOENT);
+		REPLY("%s %d guard=1 why=not_claimed", op, -ENOENT);
 #ifdef IH_HAVE_DEVICE_CLAIM
-	if (dev_api)
+	if (dev_api) {
 		iommu_device_release_dma_owner(&hold->pdev->dev);
-	else
+		drop_hold(hold);
+		REPLY("%s 0", op);
+	}
 #endif
-		iommu_group_release_dma_owner(hold->group);
-	drop_hold(hold);
+	group = hold->group;
+	iommu_group_release_dma_owner(group);
+	/*
+	 * A group release drops every count at once, device claims of the same owner included:
+	 * forget them all, or releasing one later would WARN (__iommu_release_dma_ownership).
+	 */
+	while ((hold = find_hold(HOLD_CLAIM_GROUP, group, NULL, NULL)) ||
+	       (hold = find_hold(HOLD_CLAIM_DEV, group, NULL, NULL)))
+		drop_hold(hold);
 	result("%s 0", op);
 }
 
@@ -462,21 +471,25 @@ static void op_map(const char *h, const char *iova_s, const char *size_s)
 	int ret, count = 0;
 
 	if (!d)
-		FAIL("map %d guard=1 why=no_handle", -ENOENT);
+		REPLY("map %d guard=1 why=no_handle", -ENOENT);
 	if (!iova_s || !size_s || kstrtoul(iova_s, 0, &iova) || kstrtoul(size_s, 0, &size) ||
 	    !size || size > (1UL << 20) || !PAGE_ALIGNED(iova) || !PAGE_ALIGNED(size))
-		FAIL("map %d guard=1 why=usage", -EINVAL);
-	for (m = ih_maps; m; m = m->next)
+		REPLY("map %d guard=1 why=usage", -EINVAL);
+	for (m = ih_maps; m; m = m->next) {
+		/* Mapping over a live mapping makes VT-d WARN ("DMA PTE ... already set"). */
+		if (m->dom == d && iova < m->iova + m->size && m->iova < iova + size)
+			REPLY("map %d guard=1 why=overlaps", -EEXIST);
 		count++;
+	}
 	if (count >= MAX_MAPS)
-		FAIL("map %d guard=1 why=too_many", -ENOSPC);
+		REPLY("map %d guard=1 why=too_many", -ENOSPC);
 	m = kzalloc(sizeof(*m), GFP_KERNEL);
 	if (!m)
-		FAIL("map %d", -ENOMEM);
+		REPLY("map %d", -ENOMEM);
 	m->buf = (void *)__get_free_pages(GFP_KERNEL | __GFP_ZERO, get_order(size));
 	if (!m->buf) {
 		kfree(m);
-		FAIL("map %d", -ENOMEM);
+		REPLY("map %d", -ENOMEM);
 	}
 #ifdef IH_IOMMU_MAP_HAS_GFP
 	ret = iommu_map(d->domain, iova, virt_to_phys(m->buf), size,
@@ -487,7 +500,7 @@ static void op_map(const char *h, const char *iova_s, const char *size_s)
 	if (ret) {
 		free_pages((unsigned long)m->buf, get_order(size));
 		kfree(m);
-		FAIL("map %d", ret);
+		REPLY("map %d", ret);
 	}
 	m->dom = d;
 	m->iova = iova;
@@ -529,12 +542,12 @@ static void op_unmap(const char *h, const char *iova_s)
 	size_t size, unmapped = 0;
 
 	if (!d)
-		FAIL("unmap %d guard=1 why=no_handle", -ENOENT);
+		REPLY("unmap %d guard=1 why=no_handle", -ENOENT);
 	if (!iova_s || kstrtoul(iova_s, 0, &iova))
-		FAIL("unmap %d guard=1 why=usage", -EINVAL);
+		REPLY("unmap %d guard=1 why=usage", -EINVAL);
 	m = find_map(d, iova);
 	if (!m || m->iova != iova)
-		FAIL("unmap %d guard=1 why=not_mapped", -ENOENT);
+		REPLY("unmap %d guard=1 why=not_mapped", -ENOENT);
 	size = m->size;
 	drop_map(m, &unmapped);
 	result("unmap %d unmapped=%zu", unmapped == size ? 0 : -EIO, unmapped);
@@ -582,13 +595,13 @@ static void op_dma(const char *devname, const char *h, const char *iova_s, const
 	if (!idev)
 		return;
 	if (!d)
-		FAIL("dma %d guard=1 why=no_handle", -ENOENT);
+		REPLY("dma %d guard=1 why=no_handle", -ENOENT);
 	if (!iova_s || !len_s || kstrtoul(iova_s, 0, &iova) || kstrtoul(len_s, 0, &len) || !len ||
 	    len > EDU_DMA_MAX)
-		FAIL("dma %d guard=1 why=usage", -EINVAL);
+		REPLY("dma %d guard=1 why=usage", -EINVAL);
 	m = find_map(d, iova);
 	if (!m || iova + len > m->iova + m->size)
-		FAIL("dma %d guard=1 why=not_mapped", -ENOENT);
+		REPLY("dma %d guard=1 why=not_mapped", -ENOENT);
 	buf = (u8 *)m->buf + (iova - m->iova);
 	for (i = 0; i < len; i++)
 		buf[i] = (u8)(i * 7 + 0x5a);
@@ -598,10 +611,10 @@ static void op_dma(const char *devname, const char *h, const char *iova_s, const
 		ret = edu_dma(idev, iova, len, true);	/* device -> RAM through the IOMMU */
 	}
 	if (ret)
-		FAIL("dma %d", ret);
+		REPLY("dma %d", ret);
 	for (i = 0; i < len; i++)
 		if (buf[i] != (u8)(i * 7 + 0x5a))
-			FAIL("dma %d bad_byte=%lu", -EIO, i);
+			REPLY("dma %d bad_byte=%lu", -EIO, i);
 	result("dma 0 bytes=%lu", len);
 }
 
@@ -614,7 +627,7 @@ static void op_dma_raw(const char *devname, const char *iova_s, const char *dir)
 		return;
 	if (!iova_s || !dir || kstrtoul(iova_s, 0, &iova) ||
 	    (strcmp(dir, "to_ram") && strcmp(dir, "from_ram")))
-		FAIL("dma_raw %d guard=1 why=usage", -EINVAL);
+		REPLY("dma_raw %d guard=1 why=usage", -EINVAL);
 	result("dma_raw %d", edu_dma(idev, iova, 8, !strcmp(dir, "to_ram")));
 }
 
@@ -630,7 +643,7 @@ static void op_state(const char *devname)
 	char handle[24];
 
 	if (!pdev)
-		FAIL("state %d guard=1 why=no_device", -ENODEV);
+		REPLY("state %d guard=1 why=no_device", -ENODEV);
 	group = iommu_group_get(&pdev->dev);
 	dom = iommu_get_domain_for_dev(&pdev->dev);
 	if (dom) {
@@ -678,11 +691,11 @@ static void op_members(const char *devname)
 	struct member_list m = { .len = 0 };
 
 	if (!pdev)
-		FAIL("members %d guard=1 why=no_device", -ENODEV);
+		REPLY("members %d guard=1 why=no_device", -ENODEV);
 	group = iommu_group_get(&pdev->dev);
 	pci_dev_put(pdev);
 	if (!group)
-		FAIL("members %d why=no_group", -ENODEV);
+		REPLY("members %d why=no_group", -ENODEV);
 	iommu_group_for_each_dev(group, &m, add_member);
 	result("members 0 group=%d devices=%s", iommu_group_id(group), m.buf);
 	iommu_group_put(group);
@@ -740,7 +753,7 @@ static void run_line(char *line)
 	if (!argc)
 		return;
 	if (tok)
-		FAIL("%.32s %d guard=1 why=too_many_arguments", argv[0], -E2BIG);
+		REPLY("%.32s %d guard=1 why=too_many_arguments", argv[0], -E2BIG);
 	if (!strcmp(argv[0], "alloc"))
 		op_alloc(argv[1], argv[2]);
 	else if (!strcmp(argv[0], "free"))

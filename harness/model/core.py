@@ -283,8 +283,10 @@ class Model:
         hold = self._hold("claim_group", g.id) if g else None
         if g is None or hold is None:
             return Outcome.guarded(ENOENT)
-        self.state.holds.remove(hold)
-        # iommu_group_release_dma_owner: back to the default domain from any domain.
+        # iommu_group_release_dma_owner: all counts at once, back to the default domain; the
+        # module forgets every claim it held on the group (device claims included).
+        self.state.holds = [h for h in self.state.holds
+                            if not (h.group == g.id and h.kind in ("claim_group", "claim_dev"))]
         g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
         return Outcome.ok()
 
@@ -332,6 +334,9 @@ class Model:
             return Outcome.guarded(ENOENT)
         if size <= 0 or size > 1 << 20 or iova % 4096 or size % 4096:
             return Outcome.guarded(EINVAL)
+        for (h, start), length in self.state.maps.items():
+            if h == handle and iova < start + length and start < iova + size:
+                return Outcome.guarded(EEXIST)  # the module: VT-d WARNs on a live PTE
         if len(self.state.maps) >= 256:
             return Outcome.guarded(ENOSPC)
         # arm-smmu-v3 (6.1): the io-pgtable exists only after the first attach

@@ -111,6 +111,12 @@ def test_smmu_map_before_attach_differs_by_version() -> None:
     assert run(model("linux-6.1"), f"alloc d {E0}", "map d 0x1000 0x1000") == [(0, False)] * 2
 
 
+def test_mapping_over_a_live_mapping_is_guarded() -> None:
+    m = model()
+    assert run(m, f"alloc d {E0}", "map d 0x1000 0x2000", "map d 0x2000 0x1000",
+               "map d 0x3000 0x1000") == [(0, False), (0, False), (-17, True), (0, False)]
+
+
 def test_profiles_differ_exactly_where_the_sources_do() -> None:
     a, b = get_profile("linux-6.1"), get_profile("linux-6.12")
     differ = {f for f in ("blocking_type", "has_device_claim", "alloc_needs_iommu",

@@ -1,0 +1,121 @@
+"""The model against real kernels: the scenario catalogue, and differential fuzzing with
+hypothesis (random operation sequences, compared after every step, shrunk on a mismatch and
+printed as a ready scenario file). Every platform, both Debian kernels."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, note, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
+
+from harness.differ import Differ, guest_profile, scenario_toml
+from harness.model import Profile
+from harness.pytest_plugin import GuestPool
+from harness.scenario import Scenario, Step, load_scenario
+from harness.topology import Topology
+
+SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").glob("*.toml"))
+KERNELS = ["debian:6.1", "debian:6.12"]
+DEVICES = ["edu0", "edu1", "edu2", "edu3"]
+HANDLES = ["a", "b"]
+
+OPS = st.one_of(
+    st.builds(lambda h, d: f"alloc {h} {d}", st.sampled_from(HANDLES), st.sampled_from(DEVICES)),
+    st.builds(lambda h: f"free {h}", st.sampled_from(HANDLES)),
+    *(st.builds(lambda h, d, op=op: f"{op} {h} {d}", st.sampled_from(HANDLES),
+                st.sampled_from(DEVICES))
+      for op in ("attach_dev", "detach_dev", "attach_group", "detach_group")),
+    st.builds(lambda d, o: f"claim_group {d} {o}", st.sampled_from(DEVICES),
+              st.sampled_from(["o", "p"])),
+    st.builds(lambda d: f"release_group {d}", st.sampled_from(DEVICES)),
+    st.builds(lambda d, o: f"claim_dev {d} {o}", st.sampled_from(DEVICES),
+              st.sampled_from(["o", "p"])),
+    st.builds(lambda d: f"release_dev {d}", st.sampled_from(DEVICES)),
+    st.builds(lambda h, i: f"map {h} {i:#x} 0x1000", st.sampled_from(HANDLES),
+              st.sampled_from([0x100000, 0x200000])),
+    st.builds(lambda h, i: f"unmap {h} {i:#x}", st.sampled_from(HANDLES),
+              st.sampled_from([0x100000, 0x200000])),
+)
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+@pytest.mark.parametrize("path", SCENARIOS, ids=[p.stem for p in SCENARIOS])
+def test_scenario_catalogue_agrees_with_the_kernel(guest_pool: GuestPool, platform: str,
+                                                   kernel: str, path: Path) -> None:
+    g = guest_pool.get(platform, kernel)
+    scenario = load_scenario(path, g.config.platform)
+    profile = guest_profile(g)
+    if scenario.profiles and profile.name not in scenario.profiles:
+        pytest.skip(f"{scenario.name}: only for {list(scenario.profiles)}, the kernel is "
+                    f"{profile.name}")
+    differ = Differ(g, scenario.topology, profile)
+    differ.setup(scenario)
+    problems = [f"step {r.index} {r.label}: {'; '.join(r.problems)}"
+                for r in (differ.step(i + 1, s) for i, s in enumerate(scenario.steps))
+                if not r.ok]
+    assert not problems, "\n".join(problems)
+
+
+def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | None,
+         examples: int, steps: int) -> None:
+    g = guest_pool.get(platform, kernel)
+    base = load_scenario(SCENARIOS[0], g.config.platform)  # the default topology, all owned
+    topo: Topology = base.topology
+    used = profile or guest_profile(g)
+    empty = Scenario(name="fuzz", path=base.path, topology=topo, steps=(), bind=base.bind,
+                     topology_path=base.topology_path)
+
+    differ = Differ(g, topo, used)
+
+    class AttachMachine(RuleBasedStateMachine):
+        @initialize()
+        def start(self) -> None:
+            self.differ = differ
+            self.differ.setup(empty)
+            self.lines: list[str] = []
+            # Both handles exist from the start, so the attach rules are reached at once
+            # (alloc and free stay among the random operations).
+            for op in ("alloc a edu0", "alloc b edu1"):
+                self.step(op)
+
+        @rule(op=OPS)
+        def step(self, op: str) -> None:
+            self.lines.append(op)
+            report = self.differ.step(len(self.lines), Step(op=op))
+            if not report.ok:
+                reproducer = scenario_toml(f"fuzz reproducer ({used.name})", "default",
+                                           self.lines)
+                note(reproducer)
+                raise AssertionError(f"model and kernel disagree at step {report.index} "
+                                     f"({op}): {'; '.join(report.problems)}\n"
+                                     f"--- reproducer ---\n{reproducer}")
+
+    # derandomize: the same sequences every run, so a CI failure replays exactly.
+    run_state_machine_as_test(AttachMachine, settings=settings(
+        max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
+        derandomize=True, suppress_health_check=list(HealthCheck), print_blob=True))
+
+
+@pytest.mark.parametrize("kernel", KERNELS)
+def test_differential_fuzzing_finds_no_disagreement(guest_pool: GuestPool, platform: str,
+                                                    kernel: str) -> None:
+    # 10 sequences of up to 25 operations: about 200+ random steps per platform and kernel.
+    fuzz(guest_pool, platform, kernel, None, examples=10, steps=25)
+
+
+def test_a_wrong_model_rule_is_caught_and_shrunk(guest_pool: GuestPool, platform: str) -> None:
+    g = guest_pool.get(platform, "debian:6.1")
+    wrong = dataclasses.replace(guest_profile(g), name="linux-6.1-wrong",
+                                attach_device_rule="proposal-2022")
+    with pytest.raises(AssertionError) as info:
+        fuzz(guest_pool, platform, "debian:6.1", wrong, examples=150, steps=6)
+    message = str(info.value)
+    assert "model and kernel disagree" in message
+    reproducer = message.split("--- reproducer ---\n", 1)[1]
+    # Shrunk to the two set-up allocations and at most a few random steps.
+    assert 3 <= reproducer.count("[[step]]") <= 5, reproducer
+    assert "attach_dev" in reproducer
