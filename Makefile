@@ -38,6 +38,7 @@ bench: deps
 		--kernel debian:6.1 --kernel debian:6.12
 	$(PY) bench/ops.py --platform x86_64-vtd --platform aarch64-smmuv3 \
 		--kernel debian:6.1 --kernel debian:6.12
+	$(PY) bench/model.py
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache
