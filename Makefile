@@ -15,10 +15,13 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@rm -f $(VENV)/.stamp-* && touch $@
 
-# Boots the default guest of every platform and shows its IOMMU groups against the topology's
-# prediction, side by side (the test devices bound to pci-stub, so SMMUv3 gives them groups).
+# The default suite: every platform's IOMMU groups against the topology's prediction, side by
+# side (test devices bound to pci-stub, so SMMUv3 gives them groups), then the scenario
+# catalogue on the kernel and the model, with the 2022 proposal's answers beside them.
 run: deps
 	$(VENV)/bin/iommu-harness groups --platform all --kernel debian:6.1 --bind pci-stub
+	$(VENV)/bin/iommu-harness scenario tests/scenarios/*.toml --platform all \
+		--kernel debian:6.1 --also-profile proposal-2022
 
 lint: deps
 	$(VENV)/bin/ruff check harness tests bench
