@@ -111,8 +111,9 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
 @pytest.mark.parametrize("kernel", KERNELS)
 def test_differential_fuzzing_finds_no_disagreement(guest_pool: GuestPool, platform: str,
                                                     kernel: str) -> None:
-    # 10 sequences of up to 25 operations: about 200+ random steps per platform and kernel.
-    fuzz(guest_pool, platform, kernel, None, examples=10, steps=25)
+    # 20 sequences of up to 25 random operations (after two set-up allocations): hypothesis
+    # draws sequences of varied length, about 250 random steps per platform and kernel.
+    fuzz(guest_pool, platform, kernel, None, examples=20, steps=25)
 
 
 def test_a_wrong_model_rule_is_caught_and_shrunk(guest_pool: GuestPool, platform: str) -> None:
