@@ -117,6 +117,23 @@ class Model:
                 return h
         return None
 
+    def _refuse(self, handle: str, dev: str) -> Outcome | None:
+        """The module's first checks of every attach and detach: a known handle and device."""
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        return None
+
+    def _attached(self, kind: str, handle: str, dev: str) -> tuple[Group, Hold] | None:
+        """The module detaches only what it attached and the kernel still has attached:
+        iommu_detach_device WARNs otherwise (d != group->domain, or a multi-device group)."""
+        g = self.state.group_of(dev)
+        hold = self._hold(kind, g.id, None, handle) if g else None
+        if g is None or hold is None or g.domain != handle:
+            return None
+        return g, hold
+
     def _core_domain(self, g: Group) -> str:
         # drivers/iommu/iommu.c: __iommu_group_set_core_domain — owner ? blocking : default
         return BLOCKING if g.owner is not None else DEFAULT
@@ -158,10 +175,9 @@ class Model:
 
     # ------------------------------------------------------------------ attach
     def attach_dev(self, handle: str, dev: str) -> Outcome:
-        if handle not in self.state.domains:
-            return Outcome.guarded(ENOENT)
-        if dev not in self.state.drivers:
-            return Outcome.guarded(ENODEV)
+        refused = self._refuse(handle, dev)
+        if refused:
+            return refused
         g = self.state.group_of(dev)
         if g is None:
             return Outcome(-ENODEV)  # iommu_attach_device: no group
@@ -211,16 +227,13 @@ class Model:
         return Outcome.ok()
 
     def detach_dev(self, handle: str, dev: str) -> Outcome:
-        if handle not in self.state.domains:
+        refused = self._refuse(handle, dev)
+        if refused:
+            return refused
+        found = self._attached("attach_dev", handle, dev)
+        if found is None:
             return Outcome.guarded(ENOENT)
-        if dev not in self.state.drivers:
-            return Outcome.guarded(ENODEV)
-        g = self.state.group_of(dev)
-        hold = self._hold("attach_dev", g.id, None, handle) if g else None
-        # The module detaches only what it attached and the kernel still has attached:
-        # iommu_detach_device WARNs otherwise (d != group->domain or a multi-device group).
-        if g is None or hold is None or g.domain != handle:
-            return Outcome.guarded(ENOENT)
+        g, hold = found
         self.state.holds.remove(hold)
         if self.profile.attach_device_rule != "singleton":
             g.owner_cnt = max(0, g.owner_cnt - 1)
@@ -230,10 +243,9 @@ class Model:
         return Outcome.ok()
 
     def attach_group(self, handle: str, dev: str) -> Outcome:
-        if handle not in self.state.domains:
-            return Outcome.guarded(ENOENT)
-        if dev not in self.state.drivers:
-            return Outcome.guarded(ENODEV)
+        refused = self._refuse(handle, dev)
+        if refused:
+            return refused
         g = self.state.group_of(dev)
         if g is None:
             return Outcome.guarded(ENODEV)
@@ -244,14 +256,13 @@ class Model:
         return out
 
     def detach_group(self, handle: str, dev: str) -> Outcome:
-        if handle not in self.state.domains:
+        refused = self._refuse(handle, dev)
+        if refused:
+            return refused
+        found = self._attached("attach_group", handle, dev)
+        if found is None:
             return Outcome.guarded(ENOENT)
-        if dev not in self.state.drivers:
-            return Outcome.guarded(ENODEV)
-        g = self.state.group_of(dev)
-        hold = self._hold("attach_group", g.id, None, handle) if g else None
-        if g is None or hold is None or g.domain != handle:
-            return Outcome.guarded(ENOENT)
+        g, hold = found
         self.state.holds.remove(hold)
         # drivers/iommu/iommu.c: iommu_detach_group → __iommu_group_set_core_domain
         g.domain = self._core_domain(g)
