@@ -41,16 +41,8 @@
 #include <linux/string.h>
 #include <linux/uaccess.h>
 
-#define EDU_VENDOR 0x1234
-#define EDU_DEVICE 0x11e8
-/* QEMU docs/specs/edu.rst */
-#define EDU_DMA_SRC 0x80
-#define EDU_DMA_DST 0x88
-#define EDU_DMA_CNT 0x90
-#define EDU_DMA_CMD 0x98
-#define EDU_DMA_START 0x1
-#define EDU_DMA_TO_RAM 0x2
-#define EDU_BUFFER 0x40000
+#include "edu.h"
+
 /* At most 4095 bytes a transfer: QEMU 7.2's edu_check_range rejects a range that ends exactly
  * at the buffer's end, and its hw_error() then aborts QEMU itself. */
 #define EDU_DMA_MAX 4095

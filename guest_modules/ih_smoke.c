@@ -30,18 +30,8 @@
 #include <linux/refcount.h>
 #include <linux/string.h>
 
-#define EDU_VENDOR 0x1234
-#define EDU_DEVICE 0x11e8
-/* QEMU docs/specs/edu.rst: DMA source, destination, count and command registers in BAR0;
- * command bit 0 starts a transfer, bit 1 set means device buffer -> RAM; the device's own
- * buffer sits at device address 0x40000. */
-#define EDU_DMA_SRC 0x80
-#define EDU_DMA_DST 0x88
-#define EDU_DMA_CNT 0x90
-#define EDU_DMA_CMD 0x98
-#define EDU_DMA_START 0x1
-#define EDU_DMA_TO_RAM 0x2
-#define EDU_BUFFER 0x40000
+#include "edu.h"
+
 #define UNMAPPED_IOVA 0x900000
 
 static char *fault = "";
