@@ -269,14 +269,19 @@ class Model:
         return Outcome.ok()
 
     # ------------------------------------------------------------------ ownership
-    def claim_group(self, dev: str, owner: str) -> Outcome:
+    def _claimable(self, dev: str, owner: str) -> Group | Outcome:
+        """The module's checks before any claim: an owner name, a device with a group."""
         if not _valid_name(owner):
             return Outcome.guarded(EINVAL)
         if dev not in self.state.drivers:
             return Outcome.guarded(ENODEV)
         g = self.state.group_of(dev)
-        if g is None:
-            return Outcome.guarded(ENODEV)
+        return Outcome.guarded(ENODEV) if g is None else g
+
+    def claim_group(self, dev: str, owner: str) -> Outcome:
+        g = self._claimable(dev, owner)
+        if isinstance(g, Outcome):
+            return g
         # drivers/iommu/iommu.c: iommu_group_claim_dma_owner — -EPERM if anyone counts
         # (kernel drivers or a claim, even the same owner); -EBUSY off the default domain.
         if g.owner_cnt:
@@ -302,13 +307,9 @@ class Model:
         return Outcome.ok()
 
     def claim_dev(self, dev: str, owner: str) -> Outcome:
-        if not _valid_name(owner):
-            return Outcome.guarded(EINVAL)
-        if dev not in self.state.drivers:
-            return Outcome.guarded(ENODEV)
-        g = self.state.group_of(dev)
-        if g is None:
-            return Outcome.guarded(ENODEV)
+        g = self._claimable(dev, owner)
+        if isinstance(g, Outcome):
+            return g
         if not self.profile.has_device_claim:
             return Outcome.guarded(EOPNOTSUPP)
         # drivers/iommu/iommu.c (6.12): iommu_device_claim_dma_owner — a count held by
