@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from .dmesg import Event, events_of
+from .dmesg import Event, classify, events_of
 from .errors import GuestError
 from .guest import Guest, KmsgMark
 from .platforms import PLATFORMS
@@ -156,7 +156,7 @@ class GuestPool:
             try:
                 records = guest.kmsg_since(mark.seq)
                 text = "\n".join(f"[{(r.usec or 0) / 1e6:12.6f}] {r.text}" for r in records)
-                return events_of(text), text
+                return classify(records), text
             except GuestError:
                 pass
         log = guest.console_log.read_text(errors="replace") if guest.console_log.exists() \
