@@ -25,6 +25,12 @@
  *   dma DEV H IOVA LEN     edu DMA: pattern RAM -> device -> RAM through IOVA, compare bytes
  *   dma_raw DEV IOVA DIR   one edu DMA of 8 bytes to/from IOVA (DIR to_ram|from_ram), no check
  *   state DEV              group=N domain=<H|default|blocked|unmanaged|none> type=T
+ *   replace H DEV          iommu_group_replace_domain (where exported, IOMMUFD_INTERNAL)
+ *   attach_pasid H DEV P   iommu_attach_device_pasid   detach_pasid H DEV P  (where exported)
+ * With no guard, on purpose: the kernel WARNs (and refuses) where the guarded ops would not call:
+ *   raw_detach_dev H DEV   iommu_detach_device         raw_detach_group H DEV
+ *   raw_release_group DEV  iommu_group_release_dma_owner
+ *   after which the module forgets the attachments and claims the kernel no longer has.
  *   members DEV            group=N devices=A,B,... (iommu_group_for_each_dev)
  *   reset                  undo everything (as on unload)
  */
@@ -42,6 +48,13 @@
 #include <linux/uaccess.h>
 
 #include "edu.h"
+
+#ifdef IH_HAVE_REPLACE
+/* Declared in drivers/iommu/iommu-priv.h (not installed with the headers); exported to the
+ * IOMMUFD_INTERNAL namespace. */
+int iommu_group_replace_domain(struct iommu_group *group, struct iommu_domain *new_domain);
+MODULE_IMPORT_NS(IOMMUFD_INTERNAL);
+#endif
 
 /* At most 4095 bytes a transfer: QEMU 7.2's edu_check_range rejects a range that ends exactly
  * at the buffer's end, and its hw_error() then aborts QEMU itself. */
@@ -78,12 +91,16 @@ struct ih_map {
 struct ih_hold {
 	struct iommu_group *group;
 	struct pci_dev *pdev;		/* claim_dev claims: the device */
-	struct ih_domain *dom;		/* attach_group/attach_dev: the domain */
+	struct ih_domain *dom;		/* attach_group/attach_dev/pasid: the domain */
 	int kind;			/* HOLD_ATTACH_DEV, HOLD_ATTACH_GROUP, HOLD_CLAIM_GROUP, ... */
+	u32 pasid;			/* HOLD_PASID */
+#ifdef IH_HAVE_PASID
+	struct iommu_attach_handle handle;	/* HOLD_PASID: what the group's pasid_array keeps */
+#endif
 	struct ih_hold *next;
 };
 
-enum { HOLD_ATTACH_DEV, HOLD_ATTACH_GROUP, HOLD_CLAIM_GROUP, HOLD_CLAIM_DEV };
+enum { HOLD_ATTACH_DEV, HOLD_ATTACH_GROUP, HOLD_CLAIM_GROUP, HOLD_CLAIM_DEV, HOLD_PASID };
 
 static DEFINE_MUTEX(ih_lock);
 static LIST_HEAD(ih_devs);
@@ -187,20 +204,60 @@ static struct ih_hold *find_hold(int kind, struct iommu_group *group, struct pci
 	return NULL;
 }
 
-static int add_hold(int kind, struct iommu_group *group, struct pci_dev *pdev,
-		    struct ih_domain *dom)
+static void drop_hold(struct ih_hold *gone);
+
+static struct ih_hold *new_hold(int kind, struct iommu_group *group, struct pci_dev *pdev,
+			       struct ih_domain *dom)
 {
 	struct ih_hold *h = kzalloc(sizeof(*h), GFP_KERNEL);
 
 	if (!h)
-		return -ENOMEM;
+		return NULL;
 	h->kind = kind;
 	h->group = group;	/* the reference taken by the caller moves here */
 	h->pdev = pdev ? pci_dev_get(pdev) : NULL;
 	h->dom = dom;
 	h->next = ih_holds;
 	ih_holds = h;
-	return 0;
+	return h;
+}
+
+static int add_hold(int kind, struct iommu_group *group, struct pci_dev *pdev,
+		    struct ih_domain *dom)
+{
+	return new_hold(kind, group, pdev, dom) ? 0 : -ENOMEM;
+}
+
+static struct ih_hold *find_pasid_hold(struct iommu_group *group, u32 pasid, struct ih_domain *dom)
+{
+	struct ih_hold *h;
+
+	for (h = ih_holds; h; h = h->next)
+		if (h->kind == HOLD_PASID && h->group == group && (pasid == U32_MAX || h->pasid == pasid) &&
+		    (!dom || h->dom == dom))
+			return h;
+	return NULL;
+}
+
+/*
+ * After a call with no guard, forget what the kernel no longer has: attachments whose domain
+ * is not the group's current one, and our claims once nobody counts on the group.
+ */
+static void resync_group(struct iommu_group *group)
+{
+	struct ih_hold *h, *next;
+
+	for (h = ih_holds; h; h = next) {
+		next = h->next;
+		if (h->group != group)
+			continue;
+		if ((h->kind == HOLD_ATTACH_DEV || h->kind == HOLD_ATTACH_GROUP) &&
+		    iommu_get_domain_for_dev(&h->pdev->dev) != h->dom->domain)
+			drop_hold(h);
+		else if ((h->kind == HOLD_CLAIM_GROUP || h->kind == HOLD_CLAIM_DEV) &&
+			 !iommu_group_dma_owner_claimed(group))
+			drop_hold(h);
+	}
 }
 
 static void drop_hold(struct ih_hold *gone)
@@ -434,6 +491,9 @@ static void op_release(bool dev_api, const char *devname)
 	pci_dev_put(pdev);
 	if (!hold)
 		REPLY("%s %d guard=1 why=not_claimed", op, -ENOENT);
+	/* A release with PASIDs attached WARNs (6.12 __iommu_release_dma_ownership). */
+	if (find_pasid_hold(hold->group, U32_MAX, NULL))
+		REPLY("%s %d guard=1 why=pasid_attached", op, -EBUSY);
 #ifdef IH_HAVE_DEVICE_CLAIM
 	if (dev_api) {
 		iommu_device_release_dma_owner(&hold->pdev->dev);
@@ -451,6 +511,156 @@ static void op_release(bool dev_api, const char *devname)
 	       (hold = find_hold(HOLD_CLAIM_DEV, group, NULL, NULL)))
 		drop_hold(hold);
 	result("%s 0", op);
+}
+
+/* ------------------------------------------------------------------ no guard: the WARN paths */
+
+/* The device and its group, or a guard result; *group may be NULL where allowed. */
+static struct pci_dev *raw_target(const char *op, const char *devname, bool need_group,
+				  struct iommu_group **group)
+{
+	struct pci_dev *pdev = find_pci(devname);
+
+	*group = NULL;
+	if (!pdev) {
+		result("%s %d guard=1 why=no_device", op, -ENODEV);
+		return NULL;
+	}
+	*group = iommu_group_get(&pdev->dev);
+	if (need_group && !*group) {
+		pci_dev_put(pdev);
+		result("%s %d guard=1 why=no_group", op, -ENODEV);
+		return NULL;
+	}
+	return pdev;
+}
+
+static void op_raw_detach(bool group_api, const char *h, const char *devname)
+{
+	const char *op = group_api ? "raw_detach_group" : "raw_detach_dev";
+	struct ih_domain *d = h ? find_domain(h) : NULL;
+	struct iommu_group *group;
+	struct pci_dev *pdev;
+
+	if (!d)
+		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
+	pdev = raw_target(op, devname, group_api, &group);
+	if (!pdev)
+		return;
+	if (group_api)
+		iommu_detach_group(d->domain, group);
+	else
+		iommu_detach_device(d->domain, &pdev->dev);	/* no group: returns at once */
+	if (group) {
+		resync_group(group);
+		iommu_group_put(group);
+	}
+	pci_dev_put(pdev);
+	result("%s 0", op);
+}
+
+static void op_raw_release_group(const char *devname)
+{
+	struct iommu_group *group;
+	struct pci_dev *pdev = raw_target("raw_release_group", devname, true, &group);
+
+	if (!pdev)
+		return;
+	iommu_group_release_dma_owner(group);
+	resync_group(group);
+	iommu_group_put(group);
+	pci_dev_put(pdev);
+	result("raw_release_group 0");
+}
+
+/* ------------------------------------------------------------------ replace, PASID (6.12) */
+
+static void op_replace(const char *h, const char *devname)
+{
+	struct ih_domain *d = h ? find_domain(h) : NULL;
+	struct iommu_group *group;
+	struct pci_dev *pdev;
+	int ret;
+
+	if (!d)
+		REPLY("replace %d guard=1 why=no_handle", -ENOENT);
+	pdev = raw_target("replace", devname, true, &group);
+	if (!pdev)
+		return;
+#ifdef IH_HAVE_REPLACE
+	ret = iommu_group_replace_domain(group, d->domain);
+	if (!ret) {
+		resync_group(group);
+		if (!find_hold(HOLD_ATTACH_GROUP, group, NULL, d)) {
+			ret = add_hold(HOLD_ATTACH_GROUP, group, pdev, d);
+			group = NULL;	/* owned by the hold now */
+		}
+	}
+	result("replace %d", ret);
+#else
+	ret = -EOPNOTSUPP;
+	result("replace %d guard=1 why=not_exported", ret);
+#endif
+	if (group)
+		iommu_group_put(group);
+	pci_dev_put(pdev);
+}
+
+static void op_pasid(bool attach, const char *h, const char *devname, const char *pasid_s)
+{
+	const char *op = attach ? "attach_pasid" : "detach_pasid";
+	struct ih_domain *d = h ? find_domain(h) : NULL;
+	struct iommu_group *group;
+	struct pci_dev *pdev;
+	struct ih_hold *hold;
+	u32 pasid;
+	int ret = 0;
+
+	if (!d)
+		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
+	if (!pasid_s || kstrtou32(pasid_s, 0, &pasid))
+		REPLY("%s %d guard=1 why=usage", op, -EINVAL);
+	pdev = raw_target(op, devname, false, &group);
+	if (!pdev)
+		return;
+#ifdef IH_HAVE_PASID
+	if (attach) {
+		hold = group ? new_hold(HOLD_PASID, group, pdev, d) : NULL;
+		if (group && !hold) {
+			ret = -ENOMEM;
+		} else {
+			if (hold)
+				hold->pasid = pasid;
+			ret = iommu_attach_device_pasid(d->domain, &pdev->dev, pasid,
+							hold ? &hold->handle : NULL);
+			if (hold && ret) {
+				hold->group = NULL;	/* the reference is still ours: put below */
+				drop_hold(hold);
+			} else if (hold) {
+				group = NULL;	/* owned by the hold now */
+			}
+		}
+		result("%s %d", op, ret);
+	} else {
+		/* Detaching a PASID that is not attached tears down whatever is there. */
+		hold = group ? find_pasid_hold(group, pasid, d) : NULL;
+		if (!hold) {
+			result("%s %d guard=1 why=not_attached", op, -ENOENT);
+		} else {
+			iommu_detach_device_pasid(d->domain, &pdev->dev, pasid);
+			drop_hold(hold);
+			result("%s 0", op);
+		}
+	}
+#else
+	(void)hold;
+	(void)pasid;
+	ret = -EOPNOTSUPP;
+	result("%s %d guard=1 why=not_exported", op, ret);
+#endif
+	if (group)
+		iommu_group_put(group);
+	pci_dev_put(pdev);
 }
 
 /* ------------------------------------------------------------------ map, unmap, DMA */
@@ -695,12 +905,25 @@ static void op_members(const char *devname)
 
 /* ------------------------------------------------------------------ reset */
 
+static void detach_pasid_hold(struct ih_hold *h)
+{
+#ifdef IH_HAVE_PASID
+	iommu_detach_device_pasid(h->dom->domain, &h->pdev->dev, h->pasid);
+#endif
+	drop_hold(h);
+}
+
 static void reset_all(void)
 {
 	size_t unmapped;
 
+	struct ih_hold *p;
+
 	while (ih_maps)
 		drop_map(ih_maps, &unmapped);
+	/* PASIDs first: a DMA-owner release with PASIDs attached WARNs. */
+	while ((p = ih_holds ? find_hold(HOLD_PASID, NULL, NULL, NULL) : NULL))
+		detach_pasid_hold(p);
 	while (ih_holds) {
 		struct ih_hold *h = ih_holds;
 
@@ -774,6 +997,18 @@ static void run_line(char *line)
 		op_dma(argv[1], argv[2], argv[3], argv[4]);
 	else if (!strcmp(argv[0], "dma_raw"))
 		op_dma_raw(argv[1], argv[2], argv[3]);
+	else if (!strcmp(argv[0], "raw_detach_dev"))
+		op_raw_detach(false, argv[1], argv[2]);
+	else if (!strcmp(argv[0], "raw_detach_group"))
+		op_raw_detach(true, argv[1], argv[2]);
+	else if (!strcmp(argv[0], "raw_release_group"))
+		op_raw_release_group(argv[1]);
+	else if (!strcmp(argv[0], "replace"))
+		op_replace(argv[1], argv[2]);
+	else if (!strcmp(argv[0], "attach_pasid"))
+		op_pasid(true, argv[1], argv[2], argv[3]);
+	else if (!strcmp(argv[0], "detach_pasid"))
+		op_pasid(false, argv[1], argv[2], argv[3]);
 	else if (!strcmp(argv[0], "state"))
 		op_state(argv[1]);
 	else if (!strcmp(argv[0], "members"))
@@ -920,9 +1155,20 @@ static void ih_remove(struct pci_dev *pdev)
 {
 	struct ih_dev *idev = pci_get_drvdata(pdev);
 
+	struct iommu_group *group = iommu_group_get(&pdev->dev);
+	struct ih_hold *h;
+
 	mutex_lock(&ih_lock);
 	list_del(&idev->node);
+	/*
+	 * Our PASID attachments on this group go with the driver: with any left, the driver
+	 * core's iommu_device_unuse_default_domain would WARN and keep its count (6.12).
+	 */
+	while (group && (h = find_pasid_hold(group, U32_MAX, NULL)))
+		detach_pasid_hold(h);
 	mutex_unlock(&ih_lock);
+	if (group)
+		iommu_group_put(group);
 	pci_clear_master(pdev);
 	pci_iounmap(pdev, idev->bar);
 	pci_disable_device(pdev);

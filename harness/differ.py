@@ -14,6 +14,7 @@ from .model import Model, Profile, profile_for
 from .modules import parse_symvers
 from .scenario import (
     BIND_KINDS,
+    SHELL_OPS,
     Scenario,
     Step,
     StepReport,
@@ -23,6 +24,7 @@ from .scenario import (
     model_bind,
     resolve,
 )
+from .sysfs import IommuGroup
 from .topology import Topology, device_bdf
 from .verdict import judge
 
@@ -34,6 +36,34 @@ def guest_profile(guest: Guest) -> Profile:
     if kernel.kbuild_dir is not None and (kernel.kbuild_dir / "Module.symvers").is_file():
         exported = parse_symvers((kernel.kbuild_dir / "Module.symvers").read_text())
     return profile_for(kernel.release, exported)
+
+
+def types_script(bdfs: Sequence[str]) -> str:
+    """One line per device: its group's sysfs type, or "none" without a group."""
+    return (f"for d in {' '.join(bdfs)}; do cat /sys/bus/pci/devices/$d/iommu_group/type "
+            "2>/dev/null || echo none; done")
+
+
+def set_type_script(bdf: str, request: str) -> str:
+    """Write a group's sysfs type; print the shell's error text (empty when it worked), or
+    'No such file or directory' when the device has no group."""
+    t = f"/sys/bus/pci/devices/{bdf}/iommu_group/type"
+    return (f"if [ -e {t} ]; then (echo {shlex.quote(request)} > {t}) 2>&1 | tr -d '\\n'; "
+            "else printf 'No such file or directory'; fi; echo")
+
+
+def restore_types_script(bdfs: Sequence[str], wanted: str) -> str:
+    """Best effort: put every device's group back on the boot-time default domain type."""
+    return "; ".join(f"t=/sys/bus/pci/devices/{b}/iommu_group/type; [ ! -e $t ] || "
+                     f"[ \"$(cat $t)\" = {wanted} ] || echo {wanted} > $t 2>/dev/null"
+                     for b in bdfs) + "; true"
+
+
+def auto_type(groups: Sequence[IommuGroup], devices: Sequence[str]) -> str:
+    """The kernel's default domain type (iommu_def_domain_type, which "auto" asks for), as the
+    groups of the machine's own devices show it: nobody writes their types."""
+    untouched = [g.type for g in groups if not g.bdfs & set(devices)]
+    return max(set(untouched), key=untouched.count) if untouched else "DMA"
 
 
 def bind_script(bdf: str, kind: str) -> str:
@@ -61,6 +91,8 @@ class Differ:
         self._ready: object = None
         self._drivers: dict[str, str | None] = {}
         self._bound: list[str] = []
+        self._types: dict[str, str] = {}
+        self.auto_type = ""
 
     def setup(self, scenario: Scenario) -> None:
         """Reset the module, bind the devices as the scenario says, build the model(s).
@@ -74,10 +106,14 @@ class Differ:
             return
         self.ctl.load()
         self.ctl.op("reset")
+        if not self.auto_type:
+            self.auto_type = auto_type(self.guest.groups(), list(self.bdfs.values()))
         wanted = dict(scenario.bind)
         order = sorted(self.topology.devices, key=lambda d: self.bdfs[d.id])
         for d in order:  # unbind everything first: binding order decides SMMUv3 groups
             self.guest.run(bind_script(self.bdfs[d.id], "none"))
+        # Type writes of earlier scenarios outlive a module reset: undo them while unbound.
+        self.guest.run(restore_types_script(list(self.bdfs.values()), self.auto_type))
         bound = []
         for d in order:
             kind = wanted.get(d.id, "none")
@@ -85,8 +121,9 @@ class Differ:
                 r = self.guest.run(bind_script(self.bdfs[d.id], kind))
                 if r.exit_code == 0:
                     bound.append(d.id)
-        drivers: dict[str, str | None] = {m.bdf: m.driver for g in self.guest.groups()
-                                          for m in g.members}
+        groups = self.guest.groups()
+        drivers: dict[str, str | None] = {m.bdf: m.driver for g in groups for m in g.members}
+        self._types = {m.bdf: g.type for g in groups for m in g.members}
         for d in order:
             drivers.setdefault(self.bdfs[d.id], self.ctl.state(self.bdfs[d.id]).driver)
         self._drivers, self._bound, self._ready = drivers, bound, key
@@ -95,9 +132,9 @@ class Differ:
     def _build(self, scenario: Scenario, drivers: dict[str, str | None],
                bound: list[str]) -> None:
         platform = self.guest.config.platform
-        self.model = build_model(scenario, platform, self.profile, drivers, bound)
-        self.extra_models = [build_model(scenario, platform, p, drivers, bound)
-                             for p in self.extra]
+        self.model, *self.extra_models = [
+            build_model(scenario, platform, p, drivers, bound, self._types, self.auto_type)
+            for p in (self.profile, *self.extra)]
 
     def kernel_states(self) -> dict[str, str]:
         results = self.ctl.batch([f"state {b}" for b in self.bdfs.values()])
@@ -109,20 +146,35 @@ class Differ:
 
     def step(self, index: int, step: Step) -> StepReport:
         assert self.model is not None, "call setup() first"
+        bdfs = list(self.bdfs.values())
+        outcome = None
         if step.op:
             line = resolve(step.op, self.topology)
-            # One round trip: the log mark, the operation with the state reads, the log slice.
+            shell_op = line.split()[0] in SHELL_OPS
+            if shell_op:
+                self._ready = None  # a type write outlives a module reset
+                _, bdf, request = line.split()
+                action = set_type_script(bdf, request)
+            else:
+                action = batch_script([line])
+            # One round trip: the log mark, the operation, the state and type reads, the log.
             out = self.guest.check(
-                "m=$(ih-kmsg -n); m=${m%% *}; "
-                + batch_script([line, *(f"state {b}" for b in self.bdfs.values())])
-                + "; echo @@kmsg; ih-kmsg $m")
-            text, _, log = out.partition("@@kmsg\n")
-            results = parse_results(text)
+                "m=$(ih-kmsg -n); m=${m%% *}; " + action + "; echo @@state; "
+                + batch_script([f"state {b}" for b in bdfs]) + "; echo @@types; "
+                + types_script(bdfs) + "; echo @@kmsg; ih-kmsg $m")
+            head, _, rest = out.partition("@@state\n")
+            text, _, rest = rest.partition("@@types\n")
+            typed, _, log = rest.partition("@@kmsg\n")
             events = classify(parse_records(log))
-            head, states = results[0], results[1:]
-            kernel_rc, kernel_guard = head.rc, head.guard
-            kernel_state = {i: r.get("domain") or "?" for i, r in zip(self.bdfs, states,
-                                                                      strict=True)}
+            if shell_op:
+                error = head.strip()
+                kernel_rc, kernel_guard = (bind_errno(error) if error else 0), False
+            else:
+                result = parse_results(head)[0]
+                kernel_rc, kernel_guard = result.rc, result.guard
+            kernel_state = {i: r.get("domain") or "?"
+                            for i, r in zip(self.bdfs, parse_results(text), strict=True)}
+            kernel_types = dict(zip(self.bdfs, typed.split(), strict=True))
             outcome = self.model.apply(line)
             model_rc, model_guard = outcome.rc, outcome.guard
             extra = [m.apply(line).rc for m in self.extra_models]
@@ -140,11 +192,15 @@ class Differ:
                                                                           strict=True)]
                 kernel_rc, model_rc = kernel_rc or krc, model_rc or mrc
             kernel_state = self.kernel_states()
+            kernel_types = dict(zip(self.bdfs, self.guest.check(types_script(bdfs)).split(),
+                                    strict=True))
             events = self.guest.events_since(mark.seq)
         report = StepReport(index, step.label, kernel_rc, model_rc, kernel_guard, model_guard,
                             kernel_state, self.model_states(self.model),
                             [e.signature for e in events if e.kind != "iommu_group_add"],
-                            extra=extra)
+                            extra=extra, kernel_types=kernel_types,
+                            model_types={i: self.model.type_of(b) for i, b in self.bdfs.items()},
+                            model_warn=outcome.warn if outcome else "")
         self._judge(report, step, events)
         return report
 
@@ -157,13 +213,23 @@ class Differ:
         for ident, dom in report.kernel_state.items():
             if report.model_state.get(ident) != dom:
                 p.append(f"{ident}: kernel {dom}, model {report.model_state.get(ident)}")
-        if step.expect is not None and report.kernel_rc != step.expect:
-            p.append(f"expected {errno_text(step.expect)}, kernel gave "
+        for ident, typ in report.kernel_types.items():
+            if report.model_types.get(ident) != typ:
+                p.append(f"{ident} type: kernel {typ}, model {report.model_types.get(ident)}")
+        expect = step.expected(self.profile.name)
+        if expect is not None and report.kernel_rc != expect:
+            p.append(f"expected {errno_text(expect)}, kernel gave "
                      f"{errno_text(report.kernel_rc)}")
         for ident, dom in step.state:
             if report.kernel_state.get(ident) != dom:
                 p.append(f"expected {ident} on {dom}, kernel has {report.kernel_state.get(ident)}")
-        verdict = judge(events, step.events)
+        for ident, typ in step.types:
+            if report.kernel_types.get(ident) != typ:
+                p.append(f"expected {ident} type {typ}, kernel has "
+                         f"{report.kernel_types.get(ident)}")
+        # A WARN the model predicts is an event the step must show; any other is a splat.
+        warns = [f"warning:{report.model_warn}"] if report.model_warn else []
+        verdict = judge(events, (*step.events, *warns))
         p += [f"unexpected kernel {e.kind}: {e.signature}" for e in verdict.unexpected]
         p += [f"expected event {m!r} did not appear" for m in verdict.missing]
 

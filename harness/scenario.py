@@ -13,6 +13,8 @@ from typing import Any
 
 from .errors import ConfigError
 from .model import DMA_API, NO_DRIVER, OWNED, Model, Profile
+from .model.core import TYPE_REQUESTS
+from .model.profiles import PROFILES
 from .platforms import Platform
 from .prepare import TOPOLOGIES_DIR
 from .topology import Topology, device_bdf, load_topology, predict_groups
@@ -22,7 +24,7 @@ BIND_KINDS = {"owned": "ih_edu_owned", "dma_api": "ih_edu", "none": ""}
 # drivers/pci/pcie/portdrv.c, drivers/pci/pci-stub.c, drivers/vfio/pci/vfio_pci.c set it;
 # shpchp (drivers/pci/hotplug/shpchp_core.c) and ordinary drivers do not.
 DRIVER_KIND = {"ih_edu_owned": OWNED, "pci-stub": OWNED, "vfio-pci": OWNED, "pcieport": OWNED}
-_STEP_KEYS = {"op", "bind", "expect", "state", "events", "note"}
+_STEP_KEYS = {"op", "bind", "expect", "state", "types", "events", "note"}
 _TOP_KEYS = {"name", "description", "topology", "profiles", "platforms", "bind", "step"}
 
 
@@ -36,10 +38,16 @@ def driver_kind(name: str | None) -> str:
 class Step:
     op: str = ""  # an ih_attach operation, device ids not yet resolved
     bind: tuple[tuple[str, str], ...] = ()  # device id → owned | dma_api | none
-    expect: int | None = None  # the rc the author insists on
+    expect: int | None = None  # the rc the author insists on, under any profile
+    expect_by_profile: tuple[tuple[str, int], ...] = ()  # profile name → rc
     state: tuple[tuple[str, str], ...] = ()
+    types: tuple[tuple[str, str], ...] = ()  # device id → the group's sysfs type
     events: tuple[str, ...] = ()
     note: str = ""
+
+    def expected(self, profile: str) -> int | None:
+        """The rc the author insists on under ``profile`` (None: no insistence)."""
+        return dict(self.expect_by_profile).get(profile, self.expect)
 
     @property
     def label(self) -> str:
@@ -146,24 +154,47 @@ def _step(data: Any, index: int, ids: set[str], fail: Any) -> Step:
                    'write op = "attach_dev d edu0" or bind = { edu0 = "dma_api" }')
     if op and (not isinstance(op, str) or op.split()[0] not in _OPS):
         raise fail(f"{where}: unknown operation {op!r}", f"operations are {', '.join(_OPS)}")
+    if op and op.split()[0] == "set_type" and len(op.split()) != 3:
+        raise fail(f"{where}: set_type takes a device and a type",
+                   'write op = "set_type edu0 identity" (identity, DMA, DMA-FQ or auto)')
     state = data.get("state", {})
     if not isinstance(state, dict) or not all(k in ids for k in state):
         raise fail(f"{where}: 'state' must map device ids to domains",
                    'write state = { edu0 = "@d" } (or "default", "blocked", "unmanaged", '
                    '"none")')
+    types = data.get("types", {})
+    if not isinstance(types, dict) or not all(k in ids and v in (*TYPE_REQUESTS[:-1], "none")
+                                              for k, v in types.items()):
+        raise fail(f"{where}: 'types' must map device ids to a group type",
+                   'write types = { edu0 = "identity" } (or "DMA", "DMA-FQ", "none")')
     events = data.get("events", [])
     if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
         raise fail(f"{where}: 'events' must be a list of event kinds or signatures",
                    'write events = ["dmar_fault"]')
+    expect = data.get("expect")
+    by_profile: tuple[tuple[str, int], ...] = ()
+    if isinstance(expect, dict):
+        unknown_profiles = set(expect) - set(PROFILES)
+        if unknown_profiles:
+            raise fail(f"{where}: expect names unknown profile(s) "
+                       f"{', '.join(sorted(unknown_profiles))}",
+                       f"profiles are {', '.join(PROFILES)}")
+        by_profile = tuple(sorted((k, _errno_value(v, fail, f"{where} ({k})"))
+                                  for k, v in expect.items()))
+        expect = None
     return Step(op=op or "", bind=_bind_table(bind, ids, fail, where) if bind else (),
-                expect=_errno_value(data["expect"], fail, where) if "expect" in data else None,
-                state=tuple(sorted(state.items())), events=tuple(events),
-                note=str(data.get("note", "")))
+                expect=_errno_value(expect, fail, where) if expect is not None else None,
+                expect_by_profile=by_profile,
+                state=tuple(sorted(state.items())), types=tuple(sorted(types.items())),
+                events=tuple(events), note=str(data.get("note", "")))
 
 
 _OPS = ("alloc", "free", "attach_dev", "detach_dev", "attach_group", "detach_group",
         "claim_group", "release_group", "claim_dev", "release_dev", "map", "unmap", "dma",
-        "dma_raw", "reset")
+        "dma_raw", "reset", "replace", "attach_pasid", "detach_pasid", "raw_detach_dev",
+        "raw_detach_group", "raw_release_group", "set_type")
+# Operations the harness performs from the guest's shell rather than through ih_attach.
+SHELL_OPS = ("set_type",)
 
 
 def resolve(line: str, topo: Topology) -> str:
@@ -175,14 +206,19 @@ def resolve(line: str, topo: Topology) -> str:
 # ---------------------------------------------------------------------------------- model side
 
 def build_model(scenario: Scenario, platform: Platform, profile: Profile,
-                drivers: Mapping[str, str | None], bound: Sequence[str]) -> Model:
+                drivers: Mapping[str, str | None], bound: Sequence[str],
+                types: Mapping[str, str] | None = None, auto_type: str = "DMA") -> Model:
     """A model whose groups are the topology's prediction for the devices bound (in order)
-    and whose drivers are those the guest really has (so the bridge's port driver counts)."""
+    and whose drivers are those the guest really has (so the bridge's port driver counts).
+    ``types`` maps a device to its group's sysfs type as the guest shows it."""
     topo = scenario.topology
-    groups = {i: [m.bdf for m in g.members]
-              for i, g in enumerate(predict_groups(topo, platform, bound))}
+    predicted = predict_groups(topo, platform, bound)
+    groups = {i: [m.bdf for m in g.members] for i, g in enumerate(predicted)}
     kinds = {bdf: driver_kind(name) for bdf, name in drivers.items()}
-    return Model(profile, platform.groups_need_driver, groups, kinds)
+    found = types or {}
+    group_types = {i: next((found[m] for m in members if m in found), auto_type)
+                   for i, members in groups.items()}
+    return Model(profile, platform.groups_need_driver, groups, kinds, group_types, auto_type)
 
 
 def model_bind(model: Model, bdf: str, kind: str) -> int:
@@ -191,11 +227,15 @@ def model_bind(model: Model, bdf: str, kind: str) -> int:
     (drivers/iommu/iommu.c), -EBUSY when the group is owned or off its default domain."""
     state = model.state
     g = state.group_of(bdf)
+    if g is not None and state.drivers.get(bdf) != NO_DRIVER:
+        model.drop_pasids(g)  # ih_attach's remove detaches its PASIDs on the group
     if state.drivers.get(bdf) == DMA_API and g is not None:
         g.owner_cnt = max(0, g.owner_cnt - 1)
     state.drivers[bdf] = NO_DRIVER
     if kind == "dma_api":
-        if g is not None and g.owner_cnt and (g.owner is not None or g.domain != "default"):
+        # 6.12 also refuses while PASIDs are attached (g.pasids is empty on 6.1).
+        if g is not None and g.owner_cnt and (g.owner is not None or g.domain != "default"
+                                              or g.pasids):
             return -errno.EBUSY
         if g is not None:
             g.owner_cnt += 1
@@ -216,6 +256,9 @@ class StepReport:
     kernel_state: dict[str, str]
     model_state: dict[str, str]
     events: list[str] = field(default_factory=list)
+    kernel_types: dict[str, str] = field(default_factory=dict)
+    model_types: dict[str, str] = field(default_factory=dict)
+    model_warn: str = ""  # the model says the kernel WARNs here (in this function)
     problems: list[str] = field(default_factory=list)
     extra: list[int] = field(default_factory=list)  # rc under each --also-profile model
 
@@ -239,7 +282,8 @@ def format_scenario(doc: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
     lines = [title, f"{'#':>3} {'operation':<44} {'kernel':<10} {'model':<10}{cols} verdict"]
     for s in doc["steps"]:
         k = errno_text(s["kernel_rc"]) + ("*" if s["kernel_guard"] else "")
-        m = errno_text(s["model_rc"]) + ("*" if s["model_guard"] else "")
+        m = errno_text(s["model_rc"]) + ("*" if s["model_guard"] else "") + \
+            ("!" if s.get("model_warn") else "")
         others = "".join(f" {errno_text(rc):<17}" for rc in s["extra"])
         verdict = "ok" if not s["problems"] else "DIFF: " + "; ".join(s["problems"])
         ev = f"  [{', '.join(s['events'])}]" if s["events"] else ""

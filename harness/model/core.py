@@ -26,6 +26,10 @@ BLOCKING = "blocking"
 # Driver kinds a device can be bound to.
 NO_DRIVER, DMA_API, OWNED = "none", "dma_api", "owned"
 
+# Default domain types as a group's sysfs `type` shows them, and what a write may ask for.
+DOMAIN_TYPES = ("identity", "DMA", "DMA-FQ")
+TYPE_REQUESTS = (*DOMAIN_TYPES, "auto")
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -49,14 +53,17 @@ class Group:
     domain: str = DEFAULT  # DEFAULT, BLOCKING, or one of our handles
     owner: str | None = None
     owner_cnt: int = 0
+    dtype: str = "DMA"  # the default domain's type, as sysfs `type` shows it
+    pasids: dict[int, str] = field(default_factory=dict)  # group->pasid_array: pasid → handle
 
 
 @dataclass
 class Hold:
-    kind: str  # attach_dev, attach_group, claim_group, claim_dev
+    kind: str  # attach_dev, attach_group, claim_group, claim_dev, pasid
     group: int
     device: str  # the device named in the operation
     domain: str | None = None
+    pasid: int = -1
 
 
 @dataclass
@@ -83,6 +90,10 @@ class Profile:
     alloc_needs_iommu: bool  # iommu_paging_domain_alloc(dev): -ENODEV for a device without one
     smmu_finalise_at_attach: bool  # SMMUv3 builds the page table at first attach (6.1)
     attach_device_rule: str = "singleton"  # "singleton" | "proposal-2022" | "proposal-2022-alt"
+    type_rule: str = "6.1"  # how a write to a group's sysfs `type` is checked: "6.1" | "6.12"
+    has_replace: bool = False  # iommu_group_replace_domain exported (IOMMUFD_INTERNAL, 6.6+)
+    has_pasid: bool = False  # iommu_attach_device_pasid with an attach handle (6.11+)
+    release_warn: str = "iommu_group_release_dma_owner"  # where a bad DMA-owner release WARNs
     description: str = ""
 
     def blocking_name(self) -> str:
@@ -91,11 +102,18 @@ class Profile:
 
 class Model:
     def __init__(self, profile: Profile, platform_smmu: bool, groups: Mapping[int, Sequence[str]],
-                 drivers: Mapping[str, str]) -> None:
+                 drivers: Mapping[str, str], types: Mapping[int, str] | None = None,
+                 auto_type: str = "DMA") -> None:
+        """``types``: each group's default domain type as the guest shows it (default "DMA");
+        ``auto_type``: what a write of "auto" gives, the kernel's iommu_def_domain_type as
+        the groups nobody changed show it."""
         self.profile = profile
         self.smmu = platform_smmu
+        self.auto_type = auto_type
+        types = types or {}
         self.state = State(
-            groups={gid: Group(gid, list(members)) for gid, members in groups.items()},
+            groups={gid: Group(gid, list(members), dtype=types.get(gid, auto_type))
+                    for gid, members in groups.items()},
             device_group={d: gid for gid, members in groups.items() for d in members},
             drivers=dict(drivers))
         # Bound DMA-API drivers hold a count on their group
@@ -133,6 +151,16 @@ class Model:
         if g is None or hold is None or g.domain != handle:
             return None
         return g, hold
+
+    def _resync(self, g: Group) -> None:
+        """What the module forgets after a call with no guard (ih_attach.c: resync_group):
+        attachments whose domain is no longer the group's, claims once nobody counts."""
+        self.state.holds = [
+            h for h in self.state.holds
+            if h.group != g.id
+            or (h.kind in ("attach_dev", "attach_group") and g.domain == h.domain)
+            or (h.kind in ("claim_group", "claim_dev") and g.owner_cnt > 0)
+            or h.kind == "pasid"]
 
     def _core_domain(self, g: Group) -> str:
         # drivers/iommu/iommu.c: __iommu_group_set_core_domain — owner ? blocking : default
@@ -286,7 +314,8 @@ class Model:
         # (kernel drivers or a claim, even the same owner); -EBUSY off the default domain.
         if g.owner_cnt:
             return Outcome(-EPERM)
-        if g.domain != DEFAULT:
+        # __iommu_take_dma_ownership (6.12): also -EBUSY with PASIDs attached.
+        if g.domain != DEFAULT or g.pasids:
             return Outcome(-EBUSY)
         g.domain, g.owner, g.owner_cnt = BLOCKING, owner, 1
         self.state.holds.append(Hold("claim_group", g.id, dev))
@@ -299,6 +328,8 @@ class Model:
         hold = self._hold("claim_group", g.id) if g else None
         if g is None or hold is None:
             return Outcome.guarded(ENOENT)
+        if self._hold("pasid", g.id):
+            return Outcome.guarded(EBUSY)  # the module: a release with PASIDs attached WARNs
         # iommu_group_release_dma_owner: all counts at once, back to the default domain; the
         # module forgets every claim it held on the group (device claims included).
         self.state.holds = [h for h in self.state.holds
@@ -319,7 +350,7 @@ class Model:
                 return Outcome(-EPERM)
             g.owner_cnt += 1
         else:
-            if g.domain != DEFAULT:
+            if g.domain != DEFAULT or g.pasids:
                 return Outcome(-EBUSY)
             g.domain, g.owner, g.owner_cnt = BLOCKING, owner, 1
         self.state.holds.append(Hold("claim_dev", g.id, dev))
@@ -332,12 +363,165 @@ class Model:
         hold = self._hold("claim_dev", g.id, dev) if g else None
         if g is None or hold is None:
             return Outcome.guarded(ENOENT)
+        if self._hold("pasid", g.id):
+            return Outcome.guarded(EBUSY)
         self.state.holds.remove(hold)
         # iommu_device_release_dma_owner: count down, or a full release at the last one.
         if g.owner_cnt > 1:
             g.owner_cnt -= 1
         else:
             g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
+        return Outcome.ok()
+
+    # ------------------------------------------------------------------ no guard: WARN paths
+    def raw_detach_dev(self, handle: str, dev: str) -> Outcome:
+        refused = self._refuse(handle, dev)
+        if refused:
+            return refused
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome.ok()  # iommu_detach_device: no group, nothing to do
+        # drivers/iommu/iommu.c: iommu_detach_device — WARN_ON(domain != group->domain) ||
+        # WARN_ON(more than one device), and nothing changes (6.1 and 6.12 alike).
+        if g.domain != handle or len(g.members) != 1:
+            return Outcome(0, warn="iommu_detach_device")
+        g.domain = self._core_domain(g)
+        self._resync(g)
+        return Outcome.ok()
+
+    def raw_detach_group(self, handle: str, dev: str) -> Outcome:
+        refused = self._refuse(handle, dev)
+        if refused:
+            return refused
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome.guarded(ENODEV)
+        # iommu_detach_group: back to the core domain whatever is attached; no check at all.
+        g.domain = self._core_domain(g)
+        self._resync(g)
+        return Outcome.ok()
+
+    def raw_release_group(self, dev: str) -> Outcome:
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome.guarded(ENODEV)
+        # iommu_group_release_dma_owner (6.1) / __iommu_release_dma_ownership (6.12):
+        # WARN_ON(!owner_cnt || !owner [|| PASIDs attached]) and return.
+        if not g.owner_cnt or g.owner is None or g.pasids:
+            return Outcome(0, warn=self.profile.release_warn)
+        g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
+        self._resync(g)
+        return Outcome.ok()
+
+    # ------------------------------------------------------------------ replace, PASID
+    def replace(self, handle: str, dev: str) -> Outcome:
+        refused = self._refuse(handle, dev)
+        if refused:
+            return refused
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome.guarded(ENODEV)
+        if not self.profile.has_replace:
+            return Outcome.guarded(EOPNOTSUPP)
+        # drivers/iommu/iommu.c (6.12): iommu_group_replace_domain → __iommu_group_set_domain:
+        # no ownership, size or current-domain check; the same domain is a no-op.
+        g.domain = handle
+        self.state.domains[handle] = True
+        self._resync(g)
+        if not self._hold("attach_group", g.id, None, handle):
+            self.state.holds.append(Hold("attach_group", g.id, dev, handle))
+        return Outcome.ok()
+
+    def _pasid_target(self, handle: str, dev: str, pasid: str) -> Outcome | int:
+        """The module's checks of attach_pasid/detach_pasid, in its order."""
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        try:
+            value = _int(pasid)
+        except ValueError:
+            return Outcome.guarded(EINVAL)
+        if not 0 <= value < 1 << 32:
+            return Outcome.guarded(EINVAL)
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        if not self.profile.has_pasid:
+            return Outcome.guarded(EOPNOTSUPP)
+        return value
+
+    def attach_pasid(self, handle: str, dev: str, pasid: str) -> Outcome:
+        value = self._pasid_target(handle, dev, pasid)
+        if isinstance(value, Outcome):
+            return value
+        # drivers/iommu/iommu.c (6.12.117): iommu_attach_device_pasid — both IOMMUs' paging
+        # domains have set_dev_pasid; then -ENODEV without a group, -EINVAL for
+        # IOMMU_NO_PASID (0), -EBUSY when the group's pasid_array has it (xa_insert). Devices
+        # without PASID support (max_pasids 0, such as edu) skip the range check and
+        # set_dev_pasid, so the attach is bookkeeping only.
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome(-ENODEV)
+        if value == 0:
+            return Outcome(-EINVAL)
+        if value in g.pasids:
+            return Outcome(-EBUSY)
+        g.pasids[value] = handle
+        self.state.holds.append(Hold("pasid", g.id, dev, handle, value))
+        return Outcome.ok()
+
+    def detach_pasid(self, handle: str, dev: str, pasid: str) -> Outcome:
+        value = self._pasid_target(handle, dev, pasid)
+        if isinstance(value, Outcome):
+            return value
+        g = self.state.group_of(dev)
+        hold = next((h for h in self.state.holds if g is not None and h.kind == "pasid"
+                     and h.group == g.id and h.pasid == value and h.domain == handle), None)
+        if g is None or hold is None:
+            return Outcome.guarded(ENOENT)
+        self.state.holds.remove(hold)
+        del g.pasids[value]
+        return Outcome.ok()
+
+    def drop_pasids(self, g: Group) -> None:
+        """ih_attach's remove callback detaches the module's PASIDs on the device's group."""
+        self.state.holds = [h for h in self.state.holds
+                            if not (h.kind == "pasid" and h.group == g.id)]
+        g.pasids.clear()
+
+    # ------------------------------------------------------------------ sysfs type
+    def set_type(self, dev: str, request: str) -> Outcome:
+        """A write of ``request`` to the group's sysfs ``type`` (iommu_group_store_type)."""
+        g = self.state.group_of(dev)
+        if g is None:
+            return Outcome(-ENOENT)  # no iommu_group link: the file does not exist
+        if request not in TYPE_REQUESTS:
+            return Outcome(-EINVAL)
+        target = self.auto_type if request == "auto" else request
+        if self.profile.type_rule == "6.12":
+            # drivers/iommu/iommu.c (6.12): DMA → DMA-FQ in place whatever the group's state;
+            # otherwise -EPERM while anyone counts (bound DMA-API drivers or an owner); any
+            # group size; iommu_setup_default_domain moves the group to the new default
+            # domain even off an attached domain, and a same-type request changes nothing.
+            if request == "DMA-FQ" and g.dtype == "DMA":
+                g.dtype = "DMA-FQ"
+                return Outcome.ok()
+            if g.owner_cnt:
+                return Outcome(-EPERM)
+            if target != g.dtype:
+                g.dtype, g.domain = target, DEFAULT
+            return Outcome.ok()
+        # drivers/iommu/iommu.c (6.1): iommu_group_store_type — -EINVAL for more than one
+        # device, -EBUSY with any driver bound (unless DMA → DMA-FQ);
+        # iommu_change_dev_def_domain — -EBUSY off the default domain, same type a no-op.
+        if len(g.members) != 1:
+            return Outcome(-EINVAL)
+        bound = self.state.drivers.get(dev, NO_DRIVER) != NO_DRIVER
+        if bound and not (request == "DMA-FQ" and g.dtype == "DMA"):
+            return Outcome(-EBUSY)
+        if g.domain != DEFAULT:
+            return Outcome(-EBUSY)
+        g.dtype = target
         return Outcome.ok()
 
     # ------------------------------------------------------------------ mappings
@@ -375,6 +559,7 @@ class Model:
                 g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
         for g in self.state.groups.values():
             g.owner_cnt = sum(1 for d in g.members if self.state.drivers.get(d) == DMA_API)
+            g.pasids.clear()
         self.state.holds.clear()
         self.state.maps.clear()
         self.state.domains.clear()
@@ -387,10 +572,15 @@ class Model:
         if g is None:
             return "none"
         if g.domain == DEFAULT:
-            return "default"
+            return "identity" if g.dtype == "identity" else "default"
         if g.domain == BLOCKING:
             return self.profile.blocking_name()
         return f"@{g.domain}"
+
+    def type_of(self, dev: str) -> str:
+        """The group's sysfs ``type`` ("none" without a group)."""
+        g = self.state.group_of(dev)
+        return "none" if g is None else g.dtype
 
     # ------------------------------------------------------------------ dispatch
     def apply(self, line: str) -> Outcome:
@@ -421,6 +611,10 @@ _DISPATCH: dict[str, Callable[..., Outcome]] = {
     "map": lambda m, h, iova, size: m.map(h, _int(iova), _int(size)),
     "unmap": lambda m, h, iova: m.unmap(h, _int(iova)),
     "reset": Model.reset,
+    "raw_detach_dev": Model.raw_detach_dev, "raw_detach_group": Model.raw_detach_group,
+    "raw_release_group": Model.raw_release_group, "replace": Model.replace,
+    "attach_pasid": Model.attach_pasid, "detach_pasid": Model.detach_pasid,
+    "set_type": Model.set_type,
 }
 
 

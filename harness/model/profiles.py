@@ -14,9 +14,11 @@ LINUX_61 = Profile(
                 "iommu_device_claim_dma_owner; iommu_domain_alloc(bus)")
 LINUX_612 = Profile(
     name="linux-6.12", blocking_type=0, has_device_claim=True, alloc_needs_iommu=True,
-    smmu_finalise_at_attach=False,
+    smmu_finalise_at_attach=False, type_rule="6.12", has_replace=True, has_pasid=True,
+    release_warn="__iommu_release_dma_ownership",
     description="Debian 6.12.117: static BLOCKED domain; iommu_device_claim_dma_owner; "
-                "iommu_paging_domain_alloc(dev)")
+                "iommu_paging_domain_alloc(dev); sysfs type writes under owner_cnt; "
+                "iommu_group_replace_domain; PASID attach")
 PROPOSAL_2022 = Profile(
     name="proposal-2022", blocking_type=1, has_device_claim=False, alloc_needs_iommu=False,
     smmu_finalise_at_attach=True, attach_device_rule="proposal-2022",
