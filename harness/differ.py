@@ -66,14 +66,17 @@ def auto_type(groups: Sequence[IommuGroup], devices: Sequence[str]) -> str:
     return max(set(untouched), key=untouched.count) if untouched else "DMA"
 
 
-def bind_script(bdf: str, kind: str) -> str:
+def bind_script(bdf: str, kind: str, via: str = "bind") -> str:
+    """Unbind the device, then bind it (driver_override names the driver) through the
+    driver's ``bind`` file or the bus's ``drivers_probe``."""
     d = f"/sys/bus/pci/devices/{bdf}"
     name = BIND_KINDS[kind]
     unbind = f"[ ! -e {d}/driver ] || echo {bdf} > {d}/driver/unbind"
     if not name:
         return f"echo > {d}/driver_override; {unbind}"
-    return (f"{unbind}; echo {name} > {d}/driver_override && "
-            f"echo {bdf} > /sys/bus/pci/drivers/{name}/bind")
+    target = f"/sys/bus/pci/drivers/{name}/bind" if via == "bind" else \
+        "/sys/bus/pci/drivers_probe"
+    return f"{unbind}; echo {name} > {d}/driver_override && echo {bdf} > {target}"
 
 
 @dataclass
@@ -185,11 +188,11 @@ class Differ:
             extra = [0 for _ in self.extra_models]
             for ident, kind in step.bind:
                 bdf = self.bdfs[ident]
-                r = self.guest.run(bind_script(bdf, kind))
+                r = self.guest.run(bind_script(bdf, kind, step.via))
                 krc = 0 if r.exit_code == 0 else bind_errno(r.stderr.decode(errors="replace"))
-                mrc = model_bind(self.model, bdf, kind)
-                extra = [e or model_bind(m, bdf, kind) for e, m in zip(extra, self.extra_models,
-                                                                          strict=True)]
+                mrc = model_bind(self.model, bdf, kind, step.via)
+                extra = [e or model_bind(m, bdf, kind, step.via)
+                         for e, m in zip(extra, self.extra_models, strict=True)]
                 kernel_rc, model_rc = kernel_rc or krc, model_rc or mrc
             kernel_state = self.kernel_states()
             kernel_types = dict(zip(self.bdfs, self.guest.check(types_script(bdfs)).split(),

@@ -24,7 +24,10 @@ BIND_KINDS = {"owned": "ih_edu_owned", "dma_api": "ih_edu", "none": ""}
 # drivers/pci/pcie/portdrv.c, drivers/pci/pci-stub.c, drivers/vfio/pci/vfio_pci.c set it;
 # shpchp (drivers/pci/hotplug/shpchp_core.c) and ordinary drivers do not.
 DRIVER_KIND = {"ih_edu_owned": OWNED, "pci-stub": OWNED, "vfio-pci": OWNED, "pcieport": OWNED}
-_STEP_KEYS = {"op", "bind", "expect", "state", "types", "events", "note"}
+_STEP_KEYS = {"op", "bind", "via", "expect", "state", "types", "events", "note"}
+# How a bind step reaches the driver core: the driver's `bind` file (bind_store: the probe's
+# error as is) or the bus's `drivers_probe` (drivers_probe_store: any failure is -EINVAL).
+BIND_VIA = ("bind", "drivers_probe")
 _TOP_KEYS = {"name", "description", "topology", "profiles", "platforms", "bind", "step"}
 
 
@@ -38,6 +41,7 @@ def driver_kind(name: str | None) -> str:
 class Step:
     op: str = ""  # an ih_attach operation, device ids not yet resolved
     bind: tuple[tuple[str, str], ...] = ()  # device id → owned | dma_api | none
+    via: str = "bind"  # bind | drivers_probe
     expect: int | None = None  # the rc the author insists on, under any profile
     expect_by_profile: tuple[tuple[str, int], ...] = ()  # profile name → rc
     state: tuple[tuple[str, str], ...] = ()
@@ -53,7 +57,8 @@ class Step:
     def label(self) -> str:
         if self.op:
             return self.op
-        return "bind " + " ".join(f"{d}={k}" for d, k in self.bind)
+        verb = "bind" if self.via == "bind" else "probe"
+        return f"{verb} " + " ".join(f"{d}={k}" for d, k in self.bind)
 
 
 @dataclass(frozen=True)
@@ -154,6 +159,10 @@ def _step(data: Any, index: int, ids: set[str], fail: Any) -> Step:
                    'write op = "attach_dev d edu0" or bind = { edu0 = "dma_api" }')
     if op and (not isinstance(op, str) or op.split()[0] not in _OPS):
         raise fail(f"{where}: unknown operation {op!r}", f"operations are {', '.join(_OPS)}")
+    via = data.get("via", "bind")
+    if via not in BIND_VIA or (via != "bind" and not bind):
+        raise fail(f"{where}: 'via' must be one of {', '.join(BIND_VIA)}, with 'bind'",
+                   'write bind = { edu0 = "dma_api" } and via = "drivers_probe"')
     if op and op.split()[0] == "set_type" and len(op.split()) != 3:
         raise fail(f"{where}: set_type takes a device and a type",
                    'write op = "set_type edu0 identity" (identity, DMA, DMA-FQ or auto)')
@@ -182,7 +191,7 @@ def _step(data: Any, index: int, ids: set[str], fail: Any) -> Step:
         by_profile = tuple(sorted((k, _errno_value(v, fail, f"{where} ({k})"))
                                   for k, v in expect.items()))
         expect = None
-    return Step(op=op or "", bind=_bind_table(bind, ids, fail, where) if bind else (),
+    return Step(op=op or "", bind=_bind_table(bind, ids, fail, where) if bind else (), via=via,
                 expect=_errno_value(expect, fail, where) if expect is not None else None,
                 expect_by_profile=by_profile,
                 state=tuple(sorted(state.items())), types=tuple(sorted(types.items())),
@@ -221,10 +230,14 @@ def build_model(scenario: Scenario, platform: Platform, profile: Profile,
     return Model(profile, platform.groups_need_driver, groups, kinds, group_types, auto_type)
 
 
-def model_bind(model: Model, bdf: str, kind: str) -> int:
+def model_bind(model: Model, bdf: str, kind: str, via: str = "bind") -> int:
     """Rebinding a device in the model: unbind (a DMA-API driver gives its count back), then
     bind; a DMA-API driver's probe calls iommu_device_use_default_domain
-    (drivers/iommu/iommu.c), -EBUSY when the group is owned or off its default domain."""
+    (drivers/iommu/iommu.c), -EBUSY when the group is owned or off its default domain.
+    That -EBUSY comes from dma_configure, before the driver's probe, so it stays negative
+    (drivers/base/dd.c: really_probe turns only probe() errors positive): `bind` returns it
+    (drivers/base/bus.c: bind_store), `drivers_probe` turns any failure into -EINVAL
+    (drivers_probe_store, bus_rescan_devices_helper)."""
     state = model.state
     g = state.group_of(bdf)
     if g is not None and state.drivers.get(bdf) != NO_DRIVER:
@@ -236,7 +249,7 @@ def model_bind(model: Model, bdf: str, kind: str) -> int:
         # 6.12 also refuses while PASIDs are attached (g.pasids is empty on 6.1).
         if g is not None and g.owner_cnt and (g.owner is not None or g.domain != "default"
                                               or g.pasids):
-            return -errno.EBUSY
+            return -errno.EBUSY if via == "bind" else -errno.EINVAL
         if g is not None:
             g.owner_cnt += 1
         state.drivers[bdf] = DMA_API
