@@ -233,6 +233,7 @@ class Differ:
         # A WARN the model predicts is an event the step must show; any other is a splat.
         warns = [f"warning:{report.model_warn}"] if report.model_warn else []
         verdict = judge(events, (*step.events, *warns))
+        report.expected_events = [e.signature for e in verdict.expected]
         p += [f"unexpected kernel {e.kind}: {e.signature}" for e in verdict.unexpected]
         p += [f"expected event {m!r} did not appear" for m in verdict.missing]
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from pathlib import Path
 
 import pytest
@@ -98,6 +98,7 @@ class GuestPool:
     def __init__(self, config: pytest.Config) -> None:
         self._config = config
         self._guests: dict[tuple[str, str, str], Guest] = {}
+        self._accepted: set[str] = set()
         out = config.getoption("--harness-out")
         self.run_dir = out_root(Path(out) if out else None) / \
             f"pytest-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}"
@@ -139,10 +140,16 @@ class GuestPool:
         """A guest booted during the test body is judged from its first record."""
         self._used.setdefault(id(guest), (guest, _START))
 
+    def accept(self, signatures: Iterable[str]) -> None:
+        """Events a finer verdict already expected while the test ran (a WARN the model
+        predicted for one step, judged by the Differ): not splats for the test's verdict."""
+        self._accepted.update(signatures)
+
     def begin_test(self) -> None:
         """Note where each running guest's kernel log stands. Tests run one at a time, so
         whatever any guest logs from here on is this test's doing."""
         self._used.clear()
+        self._accepted.clear()
         for guest in self._guests.values():
             if guest.alive:
                 try:
@@ -172,6 +179,7 @@ class GuestPool:
             guest_events, text = self.events_of_test(guest, mark)
             folder.mkdir(parents=True, exist_ok=True)
             (folder / f"{guest.out_dir.name}.kmsg").write_text(text)
+            guest_events = [e for e in guest_events if e.signature not in self._accepted]
             events += guest_events
             verdict = judge(guest_events, ())
             if verdict.unexpected:

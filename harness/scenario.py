@@ -272,6 +272,7 @@ class StepReport:
     kernel_types: dict[str, str] = field(default_factory=dict)
     model_types: dict[str, str] = field(default_factory=dict)
     model_warn: str = ""  # the model says the kernel WARNs here (in this function)
+    expected_events: list[str] = field(default_factory=list)  # splats the step expected
     problems: list[str] = field(default_factory=list)
     extra: list[int] = field(default_factory=list)  # rc under each --also-profile model
 

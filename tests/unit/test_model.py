@@ -2,24 +2,31 @@
 
 Groups as the default topology forms them (singletons 00:03.0 and 00:04.0, the bridge group
 00:02.0 + 01:01.0 + 01:02.0), devices bound to a driver_managed_dma driver unless a case says
-otherwise."""
+otherwise. NG is a device bound to a driver but without a group (as a device behind a bridge
+on SMMUv3 whose stream ID another device took); GONE is an address with no device at all."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 
 from harness.errors import ConfigError
-from harness.model import DMA_API, OWNED, Model, get_profile, profile_for
+from harness.model import DMA_API, NO_DRIVER, OWNED, Model, Outcome, get_profile, profile_for
 from harness.model.core import EBUSY, EINVAL, ENODEV, ENOENT, EOPNOTSUPP, EPERM
 
 E0, E1, BR, E2, E3 = "0000:00:03.0", "0000:00:04.0", "0000:00:02.0", "0000:01:01.0", \
     "0000:01:02.0"
+NG, GONE = "0000:00:05.0", "0000:00:1e.7"
 GROUPS = {2: [E0], 3: [E1], 1: [BR, E2, E3]}
+BOTH = ("linux-6.1", "linux-6.12")
+RELEASE_WARN = {"linux-6.1": "iommu_group_release_dma_owner",
+                "linux-6.12": "__iommu_release_dma_ownership"}
 
 
 def model(profile: str = "linux-6.1", smmu: bool = False, drivers: dict[str, str] | None = None
           ) -> Model:
-    d = {E0: OWNED, E1: OWNED, E2: OWNED, E3: OWNED, BR: "none"}
+    d = {E0: OWNED, E1: OWNED, E2: OWNED, E3: OWNED, BR: "none", NG: OWNED}
     d.update(drivers or {})
     return Model(get_profile(profile), smmu, GROUPS, d)
 
@@ -71,6 +78,190 @@ CASES = [
                            f"attach_dev e {E3}"],
      [(0, False), (0, False), (0, False), (-EBUSY, False)],
      "review alternative: the same case is -EBUSY"),
+    # ---------------------------------------------------------------- raw_detach_dev
+    ("linux-6.1", [f"raw_detach_dev a {E0}"], [(-ENOENT, True)],
+     "module guard: raw_detach_dev still needs a known handle"),
+    ("linux-6.1", [f"alloc a {E0}", f"raw_detach_dev a {GONE}"], [(0, False), (-ENODEV, True)],
+     "module guard: raw_detach_dev still needs a device"),
+    ("linux-6.1", [f"alloc a {E0}", f"raw_detach_dev a {E0}", f"attach_dev a {E0}"],
+     [(0, False), (0, False), (0, False)],
+     "iommu.c: iommu_detach_device, WARN_ON(domain != group->domain) returns void: rc 0, "
+     "nothing changes"),
+    ("linux-6.12", [f"alloc a {E0}", f"raw_detach_dev a {E0}"], [(0, False), (0, False)],
+     "iommu.c (6.12): iommu_detach_device, WARN_ON(domain != group->domain), rc 0"),
+    ("linux-6.1", [f"alloc a {E0}", f"raw_detach_dev a {NG}"], [(0, False), (0, False)],
+     "iommu.c: iommu_detach_device, no group: returns at once"),
+    ("linux-6.12", [f"alloc a {E0}", f"attach_dev a {E0}", f"raw_detach_dev a {E0}",
+                    f"detach_dev a {E0}", "free a"],
+     [(0, False), (0, False), (0, False), (-ENOENT, True), (0, False)],
+     "iommu.c: iommu_detach_device of the attached domain detaches; resync_group forgets it"),
+    ("linux-6.1", [f"alloc a {E2}", f"attach_group a {E2}", f"raw_detach_dev a {E2}",
+                   f"detach_group a {E2}"],
+     [(0, False), (0, False), (0, False), (0, False)],
+     "iommu.c: iommu_detach_device, WARN_ON(device count != 1): the group stays attached"),
+    # ---------------------------------------------------------------- raw_detach_group
+    ("linux-6.1", [f"alloc a {E2}", f"alloc b {E2}", f"attach_group a {E2}",
+                   f"raw_detach_group b {E2}", "free a", f"attach_group b {E2}"],
+     [(0, False)] * 6,
+     "iommu.c: iommu_detach_group → __iommu_group_set_core_domain, whatever is attached"),
+    ("linux-6.12", [f"alloc a {E2}", f"attach_group a {E2}", f"raw_detach_group a {E2}",
+                    f"detach_group a {E2}"],
+     [(0, False), (0, False), (0, False), (-ENOENT, True)],
+     "iommu.c (6.12): iommu_detach_group; the module forgets the attachment"),
+    ("linux-6.1", [f"alloc a {E0}", f"raw_detach_group a {NG}"], [(0, False), (-ENODEV, True)],
+     "module guard: iommu_detach_group needs a group"),
+    ("linux-6.12", [f"alloc a {E1}", f"claim_group {E1} o", f"attach_group a {E1}",
+                    f"raw_detach_group a {E1}", f"attach_group a {E1}"],
+     [(0, False)] * 5,
+     "iommu.c: __iommu_group_set_core_domain, owned: back to blocking, attachable again"),
+    # ---------------------------------------------------------------- raw_release_group
+    ("linux-6.1", [f"raw_release_group {E1}", f"claim_group {E1} o"], [(0, False), (0, False)],
+     "iommu.c: iommu_group_release_dma_owner, WARN_ON(!owner_cnt) returns void: rc 0"),
+    ("linux-6.12", [f"raw_release_group {E1}", f"claim_group {E1} o"],
+     [(0, False), (0, False)],
+     "iommu.c (6.12): __iommu_release_dma_ownership, WARN_ON(!owner_cnt), rc 0"),
+    ("linux-6.1", [f"claim_group {E1} o", f"raw_release_group {E1}", f"release_group {E1}",
+                   f"claim_group {E1} p"],
+     [(0, False), (0, False), (-ENOENT, True), (0, False)],
+     "iommu.c: iommu_group_release_dma_owner releases; resync_group forgets the claim"),
+    ("linux-6.12", [f"claim_dev {E1} o", f"claim_dev {E1} o", f"raw_release_group {E1}",
+                    f"release_dev {E1}", f"claim_group {E1} p"],
+     [(0, False), (0, False), (0, False), (-ENOENT, True), (0, False)],
+     "iommu.c (6.12): iommu_group_release_dma_owner drops every device claim at once"),
+    ("linux-6.1", [f"raw_release_group {NG}"], [(-ENODEV, True)],
+     "module guard: raw_release_group needs a group"),
+    ("linux-6.12", [f"raw_release_group {GONE}"], [(-ENODEV, True)],
+     "module guard: raw_release_group needs a device"),
+    # ---------------------------------------------------------------- replace
+    ("linux-6.1", [f"alloc a {E0}", f"replace a {E0}"], [(0, False), (-EOPNOTSUPP, True)],
+     "iommu_group_replace_domain is not exported before 6.6 (IOMMUFD_INTERNAL)"),
+    ("linux-6.1", [f"alloc a {E0}", f"replace a {NG}"], [(0, False), (-ENODEV, True)],
+     "module guard: replace checks for a group before whether the kernel exports it"),
+    ("linux-6.12", [f"replace a {E0}"], [(-ENOENT, True)], "module guard: replace, no handle"),
+    ("linux-6.12", [f"alloc a {E0}", f"replace a {NG}"], [(0, False), (-ENODEV, True)],
+     "module guard: replace needs a group"),
+    ("linux-6.12", [f"alloc a {E2}", f"alloc b {E2}", f"attach_group a {E2}", f"replace b {E2}",
+                    "free a", f"detach_group b {E2}", "free b"],
+     [(0, False)] * 7,
+     "iommu.c (6.12): iommu_group_replace_domain → __iommu_group_set_domain, no check of the "
+     "current domain; the module forgets the old attachment"),
+    ("linux-6.12", [f"alloc a {E2}", f"replace a {E2}", f"detach_group a {E2}"],
+     [(0, False), (0, False), (0, False)],
+     "iommu.c (6.12): iommu_group_replace_domain from the default domain, any group size"),
+    ("linux-6.12", [f"alloc a {E1}", f"claim_group {E1} o", f"replace a {E1}"],
+     [(0, False)] * 3,
+     "iommu.c (6.12): iommu_group_replace_domain, no ownership check"),
+    ("linux-6.12", [f"alloc a {E2}", f"attach_group a {E2}", f"replace a {E2}",
+                    f"detach_group a {E2}", "free a"],
+     [(0, False)] * 5,
+     "iommu.c (6.12): __iommu_group_set_domain, same domain is a no-op; one hold"),
+    # ---------------------------------------------------------------- PASID
+    ("linux-6.1", [f"alloc a {E0}", f"attach_pasid a {E0} 1", f"detach_pasid a {E0} 1"],
+     [(0, False), (-EOPNOTSUPP, True), (-EOPNOTSUPP, True)],
+     "iommu_attach_device_pasid with an attach handle does not exist in 6.1"),
+    ("linux-6.12", [f"alloc a {E0}", f"attach_pasid a {E0} 1", f"attach_pasid a {E0} 1",
+                    f"detach_pasid a {E0} 1", f"detach_pasid a {E0} 1"],
+     [(0, False), (0, False), (-EBUSY, False), (0, False), (-ENOENT, True)],
+     "iommu.c (6.12): iommu_attach_device_pasid, xa_insert into pasid_array: -EBUSY"),
+    ("linux-6.12", [f"alloc a {E0}", f"attach_pasid a {E0} 0"], [(0, False), (-EINVAL, False)],
+     "iommu.c (6.12): iommu_attach_device_pasid, IOMMU_NO_PASID"),
+    ("linux-6.12", [f"alloc a {E0}", f"attach_pasid a {NG} 1"], [(0, False), (-ENODEV, False)],
+     "iommu.c (6.12): iommu_attach_device_pasid, no group"),
+    ("linux-6.12", [f"alloc a {E0}", f"attach_pasid a {E0} x", f"attach_pasid a {E0} 0x100000000",
+                    f"attach_pasid b {E0} 1", f"attach_pasid a {GONE} 1"],
+     [(0, False), (-EINVAL, True), (-EINVAL, True), (-ENOENT, True), (-ENODEV, True)],
+     "module guard: kstrtou32, handle and device checks"),
+    ("linux-6.12", [f"alloc a {E2}", f"attach_pasid a {E2} 7", f"attach_pasid a {E3} 7",
+                    f"detach_pasid a {E3} 7"],
+     [(0, False), (0, False), (-EBUSY, False), (0, False)],
+     "iommu.c (6.12): the pasid_array is the group's, not the device's"),
+    ("linux-6.12", [f"alloc a {E0}", f"alloc b {E0}", f"attach_pasid a {E0} 1",
+                    f"detach_pasid b {E0} 1", "free a"],
+     [(0, False), (0, False), (0, False), (-ENOENT, True), (-EBUSY, True)],
+     "module guard: detach only the PASID attachment it made; free of a domain in use"),
+    ("linux-6.12", [f"alloc a {E0}", f"attach_pasid a {E0} 1", f"claim_group {E0} o",
+                    f"claim_dev {E0} o"],
+     [(0, False), (0, False), (-EBUSY, False), (-EBUSY, False)],
+     "iommu.c (6.12): __iommu_take_dma_ownership, -EBUSY with PASIDs attached"),
+    ("linux-6.12", [f"claim_dev {E1} o", f"alloc a {E1}", f"attach_pasid a {E1} 1",
+                    f"claim_dev {E1} o", f"claim_dev {E1} p"],
+     [(0, False), (0, False), (0, False), (0, False), (-EPERM, False)],
+     "iommu.c (6.12): iommu_device_claim_dma_owner, a counted group only counts up"),
+    ("linux-6.12", [f"alloc a {E0}", f"claim_group {E0} o", f"attach_pasid a {E0} 2",
+                    f"release_group {E0}", f"detach_pasid a {E0} 2", f"release_group {E0}"],
+     [(0, False), (0, False), (0, False), (-EBUSY, True), (0, False), (0, False)],
+     "module guard: __iommu_release_dma_ownership WARNs with PASIDs attached"),
+    ("linux-6.12", [f"alloc a {E0}", f"claim_dev {E0} o", f"attach_pasid a {E0} 2",
+                    f"release_dev {E0}"],
+     [(0, False), (0, False), (0, False), (-EBUSY, True)],
+     "module guard: iommu_device_release_dma_owner WARNs with PASIDs attached"),
+    ("linux-6.12", [f"alloc a {E0}", f"claim_group {E0} o", f"attach_pasid a {E0} 2",
+                    f"raw_release_group {E0}", f"claim_group {E0} p"],
+     [(0, False), (0, False), (0, False), (0, False), (-EPERM, False)],
+     "iommu.c (6.12): __iommu_release_dma_ownership WARNs with PASIDs and keeps the owner"),
+    # ---------------------------------------------------------------- sysfs type
+    ("linux-6.1", [f"set_type {E0} identity"], [(-EBUSY, False)],
+     "iommu.c: iommu_group_store_type, device still bound to a driver"),
+    ("linux-6.1", [f"set_type {E0} DMA"], [(-EBUSY, False)],
+     "iommu.c: iommu_group_store_type checks the driver before the type"),
+    ("linux-6.1", [f"set_type {E0} DMA-FQ", f"set_type {E0} DMA-FQ", f"set_type {E0} DMA"],
+     [(0, False), (-EBUSY, False), (-EBUSY, False)],
+     "iommu.c: iommu_group_store_type, only DMA → DMA-FQ while bound"),
+    ("linux-6.1", [f"set_type {E2} DMA-FQ"], [(-EINVAL, False)],
+     "iommu.c: iommu_group_store_type, more than one device in the group"),
+    ("linux-6.1", [f"set_type {E0} bogus", f"set_type {E0} dma"],
+     [(-EINVAL, False), (-EINVAL, False)],
+     "iommu.c: iommu_group_store_type, sysfs_streq of the four names only"),
+    ("linux-6.1", [f"set_type {NG} identity"], [(-ENOENT, False)],
+     "sysfs: no iommu_group link, the type file does not exist"),
+    ("linux-6.12", [f"set_type {E0} identity", f"set_type {E0} DMA", f"set_type {E0} auto"],
+     [(0, False)] * 3,
+     "iommu.c (6.12): iommu_group_store_type, a driver_managed_dma driver does not count"),
+    ("linux-6.12", [f"set_type {E2} identity"], [(0, False)],
+     "iommu.c (6.12): iommu_group_store_type, any group size"),
+    ("linux-6.12", [f"claim_group {E1} o", f"set_type {E1} identity", f"set_type {E1} DMA-FQ",
+                    f"set_type {E1} DMA"],
+     [(0, False), (-EPERM, False), (0, False), (-EPERM, False)],
+     "iommu.c (6.12): iommu_group_store_type, owner_cnt → -EPERM after the DMA-FQ shortcut"),
+    ("linux-6.12", [f"alloc d {E0}", f"attach_group d {E0}", f"set_type {E0} identity",
+                    f"detach_group d {E0}"],
+     [(0, False), (0, False), (0, False), (-ENOENT, True)],
+     "iommu.c (6.12): iommu_setup_default_domain moves an attached group to the new default"),
+    ("linux-6.12", [f"set_type {E0} bogus", f"set_type {NG} DMA"],
+     [(-EINVAL, False), (-ENOENT, False)],
+     "iommu.c (6.12): iommu_group_store_type, unknown name; no group, no file"),
+    ("linux-6.12", [f"set_type {E0}", f"set_type {E0} DMA extra"],
+     [(-EINVAL, True), (-EINVAL, True)], "model: a set_type line of the wrong arity"),
+]
+
+# Cases with other drivers bound: (profile, drivers, steps, expected, source).
+DRIVER_CASES = [
+    ("linux-6.1", {E0: NO_DRIVER},
+     [f"set_type {E0} identity", f"set_type {E0} DMA-FQ", f"set_type {E0} DMA",
+      f"set_type {E0} auto"],
+     [(0, False)] * 4,
+     "iommu.c: iommu_change_dev_def_domain, a singleton group with no driver"),
+    ("linux-6.1", {E0: NO_DRIVER},
+     [f"alloc d {E0}", f"attach_group d {E0}", f"set_type {E0} identity",
+      f"set_type {E0} DMA-FQ", f"detach_group d {E0}", f"set_type {E0} identity"],
+     [(0, False), (0, False), (-EBUSY, False), (-EBUSY, False), (0, False), (0, False)],
+     "iommu.c: iommu_change_dev_def_domain, -EBUSY off the default domain, before the "
+     "DMA-FQ shortcut"),
+    ("linux-6.1", {E2: NO_DRIVER, E3: NO_DRIVER}, [f"set_type {E2} identity"],
+     [(-EINVAL, False)], "iommu.c: iommu_group_store_type, more than one device, unbound"),
+    ("linux-6.1", {E1: DMA_API}, [f"raw_release_group {E1}", f"claim_group {E1} o"],
+     [(0, False), (-EPERM, False)],
+     "iommu.c: iommu_group_release_dma_owner, WARN_ON(!owner): the driver's count stays"),
+    ("linux-6.12", {E1: DMA_API},
+     [f"set_type {E1} identity", f"set_type {E1} DMA-FQ", f"set_type {E1} DMA",
+      f"set_type {E1} auto"],
+     [(-EPERM, False), (0, False), (-EPERM, False), (-EPERM, False)],
+     "iommu.c (6.12): iommu_group_store_type, a DMA-API driver counts; auto is not DMA-FQ"),
+    ("linux-6.12", {E3: DMA_API}, [f"set_type {E2} identity"], [(-EPERM, False)],
+     "iommu.c (6.12): iommu_group_store_type, another member's DMA-API driver counts"),
+    ("linux-6.12", {E1: DMA_API}, [f"raw_release_group {E1}", f"claim_dev {E1} o"],
+     [(0, False), (-EPERM, False)],
+     "iommu.c (6.12): __iommu_release_dma_ownership, WARN_ON(!owner): the count stays"),
 ]
 
 
@@ -79,6 +270,23 @@ CASES = [
 def test_rules(profile: str, steps: list[str], expected: list[tuple[int, bool]],
                source: str) -> None:
     assert run(model(profile), *steps) == expected, source
+
+
+@pytest.mark.parametrize(("profile", "drivers", "steps", "expected", "source"), DRIVER_CASES,
+                         ids=[c[4] for c in DRIVER_CASES])
+def test_rules_with_other_drivers(profile: str, drivers: dict[str, str], steps: list[str],
+                                  expected: list[tuple[int, bool]], source: str) -> None:
+    assert run(model(profile, drivers=drivers), *steps) == expected, source
+
+
+def test_only_the_raw_operations_predict_a_warn() -> None:
+    for profile, steps, _, source in CASES:
+        m = model(profile)
+        for line in steps:
+            if not line.startswith("raw_"):
+                assert m.apply(line).warn == "", (source, line)
+            else:
+                m.apply(line)
 
 
 def test_a_dma_api_driver_blocks_claims_and_multi_device_attach_under_the_proposal() -> None:
@@ -143,3 +351,200 @@ def test_garbage_operations_are_guarded_not_raised() -> None:
     m = model()
     for line in ["bogus", "alloc", "map d x y", f"alloc D! {E0}", "unmap d notanumber"]:
         assert m.apply(line).guard
+
+
+# ------------------------------------------------------------------ WARN predictions
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_warns_name_the_function_that_warns(profile: str) -> None:
+    m = model(profile)
+    assert m.apply(f"raw_release_group {E1}") == Outcome(0, warn=RELEASE_WARN[profile])
+    assert m.domain_of(E1) == "default"
+    m.apply(f"alloc a {E0}")
+    assert m.apply(f"raw_detach_dev a {E0}") == Outcome(0, warn="iommu_detach_device")
+    assert m.domain_of(E0) == "default"
+    # The right domain, but a group of three: WARN_ON(device count != 1), still attached.
+    assert run(m, f"alloc b {E2}", f"attach_group b {E2}") == [(0, False)] * 2
+    assert m.apply(f"raw_detach_dev b {E2}") == Outcome(0, warn="iommu_detach_device")
+    assert (m.domain_of(E2), m.domain_of(E3)) == ("@b", "@b")
+    # Another domain than the attached one on a singleton: WARN, the attached one stays.
+    assert run(m, f"attach_dev a {E0}", f"alloc c {E0}") == [(0, False)] * 2
+    assert m.apply(f"raw_detach_dev c {E0}") == Outcome(0, warn="iommu_detach_device")
+    assert m.domain_of(E0) == "@a"
+    assert run(m, f"detach_dev a {E0}") == [(0, False)]  # the module still knows it
+
+
+def test_the_release_warn_differs_by_version_only_in_its_name() -> None:
+    assert get_profile("linux-6.1").release_warn == "iommu_group_release_dma_owner"
+    assert get_profile("linux-6.12").release_warn == "__iommu_release_dma_ownership"
+    with_dma_api = {p: model(p, drivers={E1: DMA_API}) for p in BOTH}
+    for p, m in with_dma_api.items():  # counted by a driver, but no owner
+        assert m.apply(f"raw_release_group {E1}") == Outcome(0, warn=RELEASE_WARN[p])
+        assert m.state.groups[3].owner_cnt == 1
+
+
+def test_a_release_with_pasids_attached_warns_and_keeps_the_owner() -> None:
+    m = model("linux-6.12")
+    assert run(m, f"alloc a {E0}", f"claim_group {E0} o", f"attach_pasid a {E0} 3") == \
+        [(0, False)] * 3
+    assert m.apply(f"raw_release_group {E0}") == \
+        Outcome(0, warn="__iommu_release_dma_ownership")
+    g = m.state.groups[2]
+    assert (g.owner, g.owner_cnt, m.domain_of(E0)) == ("o", 1, "blocked")
+    assert run(m, f"release_group {E0}") == [(-EBUSY, True)]  # the claim is still the module's
+    assert run(m, f"detach_pasid a {E0} 3", f"release_group {E0}") == [(0, False)] * 2
+    assert m.domain_of(E0) == "default"
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_no_warn_where_the_kernel_does_not_warn(profile: str) -> None:
+    m = model(profile)
+    # iommu_detach_device of the attached domain on a singleton group: a real detach.
+    assert run(m, f"alloc a {E0}", f"attach_dev a {E0}") == [(0, False)] * 2
+    assert m.apply(f"raw_detach_dev a {E0}") == Outcome.ok()
+    assert m.domain_of(E0) == "default"
+    # iommu_detach_group with a domain that is not the attached one: detaches that one.
+    assert run(m, f"alloc b {E2}", f"alloc c {E2}", f"attach_group b {E2}") == [(0, False)] * 3
+    assert m.apply(f"raw_detach_group c {E2}") == Outcome.ok()
+    assert {m.domain_of(d) for d in (BR, E2, E3)} == {"default"}
+    # iommu_detach_group of a group nothing is attached to: no check, nothing to WARN about.
+    assert m.apply(f"raw_detach_group c {E2}") == Outcome.ok()
+    # A device without a group: iommu_detach_device returns at once.
+    assert m.apply(f"raw_detach_dev a {NG}") == Outcome.ok()
+    # iommu_group_release_dma_owner of a group the module claimed.
+    assert run(m, f"claim_group {E1} o") == [(0, False)]
+    assert m.apply(f"raw_release_group {E1}") == Outcome.ok()
+    assert m.domain_of(E1) == "default"
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_raw_detach_of_an_owned_group_goes_back_to_blocking(profile: str) -> None:
+    m = model(profile)
+    blocking = get_profile(profile).blocking_name()
+    assert run(m, f"alloc a {E1}", f"claim_group {E1} o", f"attach_dev a {E1}") == \
+        [(0, False)] * 3
+    assert m.apply(f"raw_detach_dev a {E1}") == Outcome.ok()
+    assert m.domain_of(E1) == blocking
+    assert run(m, f"attach_group a {E1}") == [(0, False)]
+    assert m.apply(f"raw_detach_group a {E1}") == Outcome.ok()
+    assert m.domain_of(E1) == blocking
+    # The claim survives the resync (somebody still counts): the guarded release works.
+    assert run(m, "free a", f"release_group {E1}") == [(0, False)] * 2
+    assert m.domain_of(E1) == "default"
+
+
+# ------------------------------------------------------------------ resync
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_resync_after_raw_detach_group_frees_the_old_domain(profile: str) -> None:
+    m = model(profile)
+    assert run(m, f"alloc a {E2}", f"attach_group a {E2}", "free a") == \
+        [(0, False), (0, False), (-EBUSY, True)]
+    assert m.apply(f"raw_detach_group a {E2}") == Outcome.ok()
+    assert m.state.holds == []
+    assert run(m, "free a") == [(0, False)]
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_resync_after_raw_release_forgets_claims_and_moved_attachments(profile: str) -> None:
+    m = model(profile)
+    assert run(m, f"claim_group {E1} o", f"alloc a {E1}", f"attach_dev a {E1}") == \
+        [(0, False)] * 3
+    assert m.apply(f"raw_release_group {E1}") == Outcome.ok()
+    assert m.domain_of(E1) == "default"
+    assert m.state.holds == []
+    assert run(m, "free a", f"release_group {E1}") == [(0, False), (-ENOENT, True)]
+
+
+def test_resync_keeps_pasid_attachments() -> None:
+    m = model("linux-6.12")
+    assert run(m, f"alloc a {E2}", f"alloc b {E2}", f"attach_pasid a {E2} 1",
+               f"attach_group b {E2}") == [(0, False)] * 4
+    assert m.apply(f"raw_detach_group b {E2}") == Outcome.ok()
+    assert [h.kind for h in m.state.holds] == ["pasid"]
+    assert m.state.groups[1].pasids == {1: "a"}
+    assert run(m, "free b", "free a", f"detach_pasid a {E2} 1", "free a") == \
+        [(0, False), (-EBUSY, True), (0, False), (0, False)]
+
+
+def test_replace_forgets_the_replaced_attachment() -> None:
+    m = model("linux-6.12")
+    assert run(m, f"alloc a {E0}", f"alloc b {E0}", f"attach_dev a {E0}", f"replace b {E0}") \
+        == [(0, False)] * 4
+    assert m.domain_of(E0) == "@b"
+    assert [(h.kind, h.domain) for h in m.state.holds] == [("attach_group", "b")]
+    assert run(m, "free a", f"detach_dev b {E0}", f"detach_group b {E0}") == \
+        [(0, False), (-ENOENT, True), (0, False)]
+
+
+# ------------------------------------------------------------------ sysfs type
+
+def test_set_type_changes_the_type_and_the_default_domain_6_1() -> None:
+    m = model("linux-6.1", drivers={E0: NO_DRIVER})
+    assert (m.type_of(E0), m.domain_of(E0)) == ("DMA", "default")
+    assert run(m, f"set_type {E0} identity") == [(0, False)]
+    assert (m.type_of(E0), m.domain_of(E0)) == ("identity", "identity")
+    assert (m.type_of(E1), m.domain_of(E1)) == ("DMA", "default")  # other groups untouched
+    assert run(m, f"set_type {E0} DMA-FQ") == [(0, False)]
+    assert (m.type_of(E0), m.domain_of(E0)) == ("DMA-FQ", "default")
+    # A refused write changes nothing.
+    assert run(m, f"set_type {E1} identity") == [(-EBUSY, False)]
+    assert m.type_of(E1) == "DMA"
+
+
+def test_set_type_moves_an_attached_group_to_the_new_default_6_12() -> None:
+    m = model("linux-6.12")
+    assert run(m, f"alloc d {E0}", f"attach_group d {E0}") == [(0, False)] * 2
+    assert run(m, f"set_type {E0} DMA") == [(0, False)]  # the same type: nothing moves
+    assert m.domain_of(E0) == "@d"
+    assert run(m, f"set_type {E0} DMA-FQ") == [(0, False)]  # in place: nothing moves
+    assert (m.type_of(E0), m.domain_of(E0)) == ("DMA-FQ", "@d")
+    assert run(m, f"set_type {E0} identity") == [(0, False)]
+    assert (m.type_of(E0), m.domain_of(E0)) == ("identity", "identity")
+    # The module still holds the attachment the kernel dropped: the domain is not freed.
+    assert run(m, "free d") == [(-EBUSY, True)]
+
+
+def test_set_type_of_a_multi_device_group_types_every_member_6_12() -> None:
+    m = model("linux-6.12")
+    assert run(m, f"set_type {E3} identity") == [(0, False)]
+    assert {d: m.type_of(d) for d in (BR, E2, E3, E0)} == \
+        {BR: "identity", E2: "identity", E3: "identity", E0: "DMA"}
+    assert {m.domain_of(d) for d in (BR, E2, E3)} == {"identity"}
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_auto_asks_for_the_kernels_default_type(profile: str) -> None:
+    drivers = {E0: NO_DRIVER, E1: OWNED, E2: OWNED, E3: OWNED, BR: NO_DRIVER, NG: OWNED}
+    m = Model(get_profile(profile), False, GROUPS, drivers, types={2: "identity"},
+              auto_type="DMA-FQ")
+    assert (m.type_of(E0), m.type_of(E1), m.type_of(E2)) == ("identity", "DMA-FQ", "DMA-FQ")
+    assert m.domain_of(E0) == "identity"
+    assert run(m, f"set_type {E0} auto") == [(0, False)]
+    assert (m.type_of(E0), m.domain_of(E0)) == ("DMA-FQ", "default")
+    n = Model(get_profile(profile), False, GROUPS, drivers, auto_type="identity")
+    assert run(n, f"set_type {E0} auto") == [(0, False)]
+    assert n.type_of(E0) == "identity"
+
+
+@pytest.mark.parametrize("profile", BOTH)
+def test_type_reads_without_a_group_and_type_writes_outlive_a_reset(profile: str) -> None:
+    m = model(profile, drivers={E0: NO_DRIVER})
+    assert (m.type_of(NG), m.domain_of(NG)) == ("none", "none")
+    assert run(m, f"set_type {E0} identity", "reset") == [(0, False)] * 2
+    assert (m.type_of(E0), m.domain_of(E0)) == ("identity", "identity")
+
+
+# ------------------------------------------------------------------ profiles
+
+def test_linux_profiles_differ_in_exactly_the_expected_fields() -> None:
+    a = dataclasses.asdict(get_profile("linux-6.1"))
+    b = dataclasses.asdict(get_profile("linux-6.12"))
+    assert a.keys() == b.keys()
+    assert {f for f in a if a[f] != b[f]} == {
+        "name", "description", "blocking_type", "has_device_claim", "alloc_needs_iommu",
+        "smmu_finalise_at_attach", "type_rule", "has_replace", "has_pasid", "release_warn"}
+    # The proposals are 6.1 with another attach rule, nothing else.
+    for name in ("proposal-2022", "proposal-2022-alt"):
+        p = dataclasses.asdict(get_profile(name))
+        assert {f for f in a if a[f] != p[f]} == {"name", "description", "attach_device_rule"}
