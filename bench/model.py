@@ -24,13 +24,18 @@ def main() -> int:
     args = parser.parse_args()
     rng = random.Random(7)
     ops = ["attach_dev", "detach_dev", "attach_group", "detach_group", "claim_group",
-           "release_group", "alloc", "free", "map", "unmap"]
+           "release_group", "alloc", "free", "map", "unmap", "replace", "raw_detach_dev",
+           "raw_release_group", "attach_pasid", "detach_pasid", "set_type"]
     lines = []
     for _ in range(args.ops):
         op, dev, h = rng.choice(ops), rng.choice(DEVS), rng.choice("ab")
         lines.append({"claim_group": f"claim_group {dev} o", "release_group":
                       f"release_group {dev}", "alloc": f"alloc {h} {dev}", "free": f"free {h}",
-                      "map": f"map {h} 0x100000 0x1000", "unmap": f"unmap {h} 0x100000"}
+                      "map": f"map {h} 0x100000 0x1000", "unmap": f"unmap {h} 0x100000",
+                      "raw_release_group": f"raw_release_group {dev}",
+                      "attach_pasid": f"attach_pasid {h} {dev} 1",
+                      "detach_pasid": f"detach_pasid {h} {dev} 1",
+                      "set_type": f"set_type {dev} {rng.choice(['identity', 'DMA', 'auto'])}"}
                      .get(op, f"{op} {h} {dev}"))
     model = Model(get_profile(args.profile), False, GROUPS,
                   {**dict.fromkeys(DEVS, OWNED), "0000:00:02.0": "none"})

@@ -591,7 +591,9 @@ static void op_replace(const char *h, const char *devname)
 	ret = iommu_group_replace_domain(group, d->domain);
 	if (!ret) {
 		resync_group(group);
-		if (!find_hold(HOLD_ATTACH_GROUP, group, NULL, d)) {
+		/* Already attached (by attach_dev or attach_group): that record stands for it. */
+		if (!find_hold(HOLD_ATTACH_GROUP, group, NULL, d) &&
+		    !find_hold(HOLD_ATTACH_DEV, group, NULL, d)) {
 			ret = add_hold(HOLD_ATTACH_GROUP, group, pdev, d);
 			group = NULL;	/* owned by the hold now */
 		}

@@ -63,7 +63,8 @@ def auto_type(groups: Sequence[IommuGroup], devices: Sequence[str]) -> str:
     """The kernel's default domain type (iommu_def_domain_type, which "auto" asks for), as the
     groups of the machine's own devices show it: nobody writes their types."""
     untouched = [g.type for g in groups if not g.bdfs & set(devices)]
-    return max(set(untouched), key=untouched.count) if untouched else "DMA"
+    # A tie goes to the first name in sorted order, so the answer never depends on hashing.
+    return max(sorted(set(untouched)), key=untouched.count) if untouched else "DMA"
 
 
 def bind_script(bdf: str, kind: str, via: str = "bind") -> str:

@@ -430,7 +430,9 @@ class Model:
         g.domain = handle
         self.state.domains[handle] = True
         self._resync(g)
-        if not self._hold("attach_group", g.id, None, handle):
+        if not any(h.group == g.id and h.domain == handle and h.kind in ("attach_dev",
+                                                                          "attach_group")
+                   for h in self.state.holds):
             self.state.holds.append(Hold("attach_group", g.id, dev, handle))
         return Outcome.ok()
 
@@ -599,7 +601,20 @@ class Model:
 
 
 def _int(text: str) -> int:
-    return int(text, 0)
+    """A number as the module's kstrtoul(s, 0) reads it (lib/kstrtox.c: _parse_integer_fixup_
+    radix): an optional '+', then 0x hex, 0 octal or decimal; no sign, no underscores."""
+    body = text[1:] if text.startswith("+") else text
+    base = 10
+    if body[:2].lower() == "0x":
+        base, body = 16, body[2:]
+    elif body.startswith("0") and len(body) > 1:
+        base, body = 8, body[1:]
+    if not body or not all(c in "0123456789abcdef"[:base] for c in body.lower()):
+        raise ValueError(f"not a number: {text!r}")
+    value = int(body, base)
+    if value >= 1 << 64:
+        raise ValueError(f"out of range: {text!r}")  # kstrtoul: -ERANGE
+    return value
 
 
 _DISPATCH: dict[str, Callable[..., Outcome]] = {

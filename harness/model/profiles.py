@@ -52,7 +52,16 @@ def profile_for(release: str, exported: Iterable[str]) -> Profile:
     else:
         raise ConfigError(f"no model profile for kernel {release}",
                           "pass --profile linux-6.1 or linux-6.12 to force one")
-    if base.has_device_claim != ("iommu_device_claim_dma_owner" in symbols):
-        raise ConfigError(f"kernel {release} does not export what profile {base.name} expects "
-                          "(iommu_device_claim_dma_owner)", "pass --profile to force one")
+    for flag, symbol in _FEATURE_SYMBOLS:
+        expected = getattr(base, flag)
+        if expected != (symbol in symbols):
+            raise ConfigError(f"kernel {release} does not export what profile {base.name} "
+                              f"expects ({symbol} {'missing' if expected else 'present'})",
+                              "pass --profile to force one")
     return base
+
+
+# A profile's feature flags and the exported symbol that shows the feature.
+_FEATURE_SYMBOLS = (("has_device_claim", "iommu_device_claim_dma_owner"),
+                    ("has_replace", "iommu_group_replace_domain"),
+                    ("has_pasid", "iommu_attach_device_pasid"))

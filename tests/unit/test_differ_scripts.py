@@ -13,8 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.differ import auto_type, bind_script, restore_types_script, set_type_script, \
-    types_script
+from harness.differ import (
+    auto_type,
+    bind_script,
+    restore_types_script,
+    set_type_script,
+    types_script,
+)
 from harness.scenario import bind_errno
 from harness.sysfs import GroupMember, IommuGroup
 

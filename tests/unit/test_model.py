@@ -13,7 +13,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.model import DMA_API, NO_DRIVER, OWNED, Model, Outcome, get_profile, profile_for
-from harness.model.core import EBUSY, EINVAL, ENODEV, ENOENT, EOPNOTSUPP, EPERM
+from harness.model.core import EBUSY, EINVAL, ENODEV, ENOENT, EOPNOTSUPP, EPERM, _int
 
 E0, E1, BR, E2, E3 = "0000:00:03.0", "0000:00:04.0", "0000:00:02.0", "0000:01:01.0", \
     "0000:01:02.0"
@@ -337,14 +337,25 @@ def test_profiles_differ_exactly_where_the_sources_do() -> None:
                         "smmu_finalise_at_attach") if getattr(a, f) != getattr(p, f)} == set()
 
 
+EXPORTS_612 = ("iommu_device_claim_dma_owner", "iommu_group_replace_domain",
+               "iommu_attach_device_pasid")
+
+
 def test_profile_from_release_and_exports() -> None:
     assert profile_for("6.1.0-56-amd64", []).name == "linux-6.1"
-    assert profile_for("6.12.117+deb12-arm64", ["iommu_device_claim_dma_owner"]).name == \
-        "linux-6.12"
+    assert profile_for("6.12.117+deb12-arm64", EXPORTS_612).name == "linux-6.12"
     with pytest.raises(ConfigError, match="does not export"):
         profile_for("6.12.117+deb12-amd64", [])
     with pytest.raises(ConfigError, match="no model profile"):
         profile_for("5.10.0-1-amd64", [])
+
+
+@pytest.mark.parametrize("symbol", EXPORTS_612)
+def test_profile_for_names_the_symbol_that_does_not_fit(symbol: str) -> None:
+    with pytest.raises(ConfigError, match=f"{symbol} missing"):
+        profile_for("6.12.117+deb12-amd64", [s for s in EXPORTS_612 if s != symbol])
+    with pytest.raises(ConfigError, match=f"{symbol} present"):
+        profile_for("6.1.0-56-amd64", [symbol])  # a backport: the 6.1 profile would be wrong
 
 
 def test_garbage_operations_are_guarded_not_raised() -> None:
@@ -548,3 +559,33 @@ def test_linux_profiles_differ_in_exactly_the_expected_fields() -> None:
     for name in ("proposal-2022", "proposal-2022-alt"):
         p = dataclasses.asdict(get_profile(name))
         assert {f for f in a if a[f] != p[f]} == {"name", "description", "attach_device_rule"}
+
+
+# ------------------------------------------------------------------ numbers
+
+@pytest.mark.parametrize(("text", "value"), [
+    ("0", 0), ("7", 7), ("+7", 7), ("010", 8), ("0x10", 16), ("0X1f", 31),
+    ("0x", None), ("08", None), ("1_0", None), ("-0", None), ("", None), (" 1", None),
+    (str(1 << 64), None), (hex((1 << 64) - 1), (1 << 64) - 1),
+])
+def test_numbers_parse_as_kstrtoul_base_0(text: str, value: int | None) -> None:
+    # lib/kstrtox.c: _parse_integer_fixup_radix and kstrtoull (no sign but '+', no '_').
+    if value is None:
+        with pytest.raises(ValueError):
+            _int(text)
+    else:
+        assert _int(text) == value
+
+
+def test_a_pasid_in_octal_is_what_the_module_attaches() -> None:
+    m = model("linux-6.12")
+    assert run(m, f"alloc a {E0}", f"attach_pasid a {E0} 010", f"detach_pasid a {E0} 8",
+               f"attach_pasid a {E0} 1_0") == [(0, False)] * 3 + [(-EINVAL, True)]
+
+
+def test_replace_by_the_attached_domain_keeps_one_record() -> None:
+    # attach_dev, then replace by the same domain (a no-op in the kernel): the module keeps
+    # the attach_dev record only, so detach_dev and free work afterwards.
+    m = model("linux-6.12")
+    assert run(m, f"alloc a {E0}", f"attach_dev a {E0}", f"replace a {E0}",
+               f"detach_dev a {E0}", "free a") == [(0, False)] * 5
