@@ -381,12 +381,29 @@ class Model:
         g = self.state.group_of(dev)
         if g is None:
             return Outcome.ok()  # iommu_detach_device: no group, nothing to do
+        if self.profile.attach_device_rule != "singleton":
+            return self._raw_detach_dev_counted(handle, dev, g)
         # drivers/iommu/iommu.c: iommu_detach_device — WARN_ON(domain != group->domain) ||
         # WARN_ON(more than one device), and nothing changes (6.1 and 6.12 alike).
         if g.domain != handle or len(g.members) != 1:
             return Outcome(0, warn="iommu_detach_device")
         g.domain = self._core_domain(g)
         self._resync(g)
+        return Outcome.ok()
+
+    def _raw_detach_dev_counted(self, handle: str, dev: str, g: Group) -> Outcome:
+        # Patch 3/8 of the 2022 series: WARN and return unless something is attached with
+        # the device API (attach_cnt), owner_cnt counts it and d is the group's domain; then
+        # one count less each, the core domain at the last. The review's alternative left
+        # detach unspecified; the same rule is assumed.
+        attached = [h for h in self.state.holds if h.kind == "attach_dev" and h.group == g.id]
+        if g.domain != handle or not attached or not g.owner_cnt:
+            return Outcome(0, warn="iommu_detach_device")
+        mine = [h for h in attached if h.device == dev]
+        self.state.holds.remove((mine or attached)[0])
+        g.owner_cnt -= 1
+        if len(attached) == 1:
+            g.domain = self._core_domain(g)
         return Outcome.ok()
 
     def raw_detach_group(self, handle: str, dev: str) -> Outcome:
@@ -397,6 +414,10 @@ class Model:
         if g is None:
             return Outcome.guarded(ENODEV)
         # iommu_detach_group: back to the core domain whatever is attached; no check at all.
+        if self.profile.attach_device_rule != "singleton" and g.domain != self._core_domain(g):
+            # The proposals count device attachments in owner_cnt; they go with the domain.
+            g.owner_cnt -= sum(1 for h in self.state.holds
+                               if h.kind == "attach_dev" and h.group == g.id)
         g.domain = self._core_domain(g)
         self._resync(g)
         return Outcome.ok()

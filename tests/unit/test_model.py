@@ -589,3 +589,17 @@ def test_replace_by_the_attached_domain_keeps_one_record() -> None:
     m = model("linux-6.12")
     assert run(m, f"alloc a {E0}", f"attach_dev a {E0}", f"replace a {E0}",
                f"detach_dev a {E0}", "free a") == [(0, False)] * 5
+
+
+def test_proposal_raw_detach_counts_down_and_warns_only_when_nothing_is_attached() -> None:
+    # Patch 3/8: detach_device is counted; the last one returns the group to its core domain.
+    m = model("proposal-2022")
+    assert run(m, f"alloc d {E2}", f"attach_dev d {E2}", f"attach_dev d {E3}") == [(0, False)] * 3
+    first = m.apply(f"raw_detach_dev d {E2}")
+    assert (first.rc, first.warn, m.domain_of(E2)) == (0, "", "@d")
+    last = m.apply(f"raw_detach_dev d {E3}")
+    assert (last.rc, last.warn, m.domain_of(E2)) == (0, "", "default")
+    assert m.apply(f"raw_detach_dev d {E3}").warn == "iommu_detach_device"
+    # raw_detach_group takes the counted attachments with the domain: a claim works after.
+    assert run(m, f"attach_dev d {E2}", f"attach_dev d {E3}", f"raw_detach_group d {E2}",
+               f"claim_group {E2} o") == [(0, False)] * 4
