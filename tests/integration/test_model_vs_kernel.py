@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -81,7 +82,9 @@ def test_scenario_catalogue_agrees_with_the_kernel(guest_pool: GuestPool, platfo
 
 
 def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | None,
-         examples: int, steps: int) -> None:
+         examples: int, steps: int) -> Counter[str]:
+    """Run the state machine; return how often each operation ran (random steps only)."""
+    ran: Counter[str] = Counter()
     g = guest_pool.get(platform, kernel)
     base = load_scenario(SCENARIOS[0], g.config.platform)  # the default topology, all owned
     topo: Topology = base.topology
@@ -100,10 +103,14 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
             # Both handles exist from the start, so the attach rules are reached at once
             # (alloc and free stay among the random operations).
             for op in ("alloc a edu0", "alloc b edu1"):
-                self.step(op)
+                self.run_step(op)
 
         @rule(op=OPS)
         def step(self, op: str) -> None:
+            ran[op.split(maxsplit=1)[0]] += 1
+            self.run_step(op)
+
+        def run_step(self, op: str) -> None:
             self.lines.append(op)
             report = self.differ.step(len(self.lines), Step(op=op))
             guest_pool.accept(report.expected_events)  # a WARN the model predicted
@@ -119,6 +126,7 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
     run_state_machine_as_test(AttachMachine, settings=settings(
         max_examples=examples, stateful_step_count=steps, deadline=None, database=None,
         derandomize=True, suppress_health_check=list(HealthCheck), print_blob=True))
+    return ran
 
 
 @pytest.mark.parametrize("kernel", KERNELS)
@@ -126,7 +134,11 @@ def test_differential_fuzzing_finds_no_disagreement(guest_pool: GuestPool, platf
                                                     kernel: str) -> None:
     # 20 sequences of up to 25 random operations (after two set-up allocations): hypothesis
     # draws sequences of varied length, about 250 random steps per platform and kernel.
-    fuzz(guest_pool, platform, kernel, None, examples=20, steps=25)
+    ran = fuzz(guest_pool, platform, kernel, None, examples=20, steps=25)
+    # The budget the issue sets (200 random steps), and every kind of operation drawn.
+    assert sum(ran.values()) >= 200, ran
+    assert set(ran) >= {"attach_dev", "set_type", "replace", "attach_pasid", "raw_detach_dev",
+                        "raw_release_group", "claim_dev"}, ran
 
 
 def test_a_wrong_model_rule_is_caught_and_shrunk(guest_pool: GuestPool, platform: str) -> None:
