@@ -786,6 +786,23 @@ static struct ih_dev *bound_dev(const char *devname, const char *op)
 	return idev;
 }
 
+/*
+ * Through an identity domain an IOVA is a physical address: edu would write guest RAM at
+ * random. A device with no group of its own (SMMUv3: the second device behind a PCIe-to-PCI
+ * bridge shares the bridge alias's stream ID) DMAs through the domain of the bridge's group.
+ */
+static bool dma_would_bypass(struct pci_dev *pdev)
+{
+	struct iommu_domain *dom = iommu_get_domain_for_dev(&pdev->dev);
+	struct iommu_group *group = iommu_group_get(&pdev->dev);
+
+	if (group)
+		iommu_group_put(group);
+	else if (pdev->bus->self)
+		dom = iommu_get_domain_for_dev(&pdev->bus->self->dev);
+	return dom && dom->type == IOMMU_DOMAIN_IDENTITY;
+}
+
 static void op_dma(const char *devname, const char *h, const char *iova_s, const char *len_s)
 {
 	struct ih_domain *d = h ? find_domain(h) : NULL;
@@ -806,6 +823,8 @@ static void op_dma(const char *devname, const char *h, const char *iova_s, const
 	m = find_map(d, iova);
 	if (!m || iova + len > m->iova + m->size)
 		REPLY("dma %d guard=1 why=not_mapped", -ENOENT);
+	if (dma_would_bypass(idev->pdev))
+		REPLY("dma %d guard=1 why=identity_domain", -EPERM);
 	buf = (u8 *)m->buf + (iova - m->iova);
 	for (i = 0; i < len; i++)
 		buf[i] = (u8)(i * 7 + 0x5a);
@@ -832,6 +851,8 @@ static void op_dma_raw(const char *devname, const char *iova_s, const char *dir)
 	if (!iova_s || !dir || kstrtoul(iova_s, 0, &iova) ||
 	    (strcmp(dir, "to_ram") && strcmp(dir, "from_ram")))
 		REPLY("dma_raw %d guard=1 why=usage", -EINVAL);
+	if (dma_would_bypass(idev->pdev))
+		REPLY("dma_raw %d guard=1 why=identity_domain", -EPERM);
 	result("dma_raw %d", edu_dma(idev, iova, 8, !strcmp(dir, "to_ram")));
 }
 

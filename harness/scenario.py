@@ -227,7 +227,10 @@ def build_model(scenario: Scenario, platform: Platform, profile: Profile,
     found = types or {}
     group_types = {i: next((found[m] for m in members if m in found), auto_type)
                    for i, members in groups.items()}
-    return Model(profile, platform.groups_need_driver, groups, kinds, group_types, auto_type)
+    bridges = {b.id: f"0000:00:{b.slot:02x}.0" for b in topo.bridges}
+    alias = {device_bdf(topo, d): bridges[d.bridge] for d in topo.devices if d.bridge}
+    return Model(profile, platform.groups_need_driver, groups, kinds, group_types, auto_type,
+                 alias)
 
 
 def model_bind(model: Model, bdf: str, kind: str, via: str = "bind") -> int:
@@ -272,6 +275,7 @@ class StepReport:
     kernel_types: dict[str, str] = field(default_factory=dict)
     model_types: dict[str, str] = field(default_factory=dict)
     model_warn: str = ""  # the model says the kernel WARNs here (in this function)
+    model_fault: bool = False  # the model says the IOMMU reports a DMA fault here
     expected_events: list[str] = field(default_factory=list)  # splats the step expected
     problems: list[str] = field(default_factory=list)
     extra: list[int] = field(default_factory=list)  # rc under each --also-profile model
@@ -297,7 +301,7 @@ def format_scenario(doc: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
     for s in doc["steps"]:
         k = errno_text(s["kernel_rc"]) + ("*" if s["kernel_guard"] else "")
         m = errno_text(s["model_rc"]) + ("*" if s["model_guard"] else "") + \
-            ("!" if s.get("model_warn") else "")
+            ("!" if s.get("model_warn") else "") + ("^" if s.get("model_fault") else "")
         others = "".join(f" {errno_text(rc):<17}" for rc in s["extra"])
         verdict = "ok" if not s["problems"] else "DIFF: " + "; ".join(s["problems"])
         ev = f"  [{', '.join(s['events'])}]" if s["events"] else ""

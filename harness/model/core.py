@@ -36,6 +36,7 @@ class Outcome:
     rc: int
     guard: bool = False
     warn: str = ""  # non-empty: the kernel would WARN here (the model says so; dmesg must agree)
+    fault: bool = False  # the IOMMU reports a DMA fault (DMAR fault, SMMU event) here
 
     @staticmethod
     def ok() -> Outcome:
@@ -103,13 +104,16 @@ class Profile:
 class Model:
     def __init__(self, profile: Profile, platform_smmu: bool, groups: Mapping[int, Sequence[str]],
                  drivers: Mapping[str, str], types: Mapping[int, str] | None = None,
-                 auto_type: str = "DMA") -> None:
+                 auto_type: str = "DMA", dma_alias: Mapping[str, str] | None = None) -> None:
         """``types``: each group's default domain type as the guest shows it (default "DMA");
         ``auto_type``: what a write of "auto" gives, the kernel's iommu_def_domain_type as
         the groups nobody changed show it."""
         self.profile = profile
         self.smmu = platform_smmu
         self.auto_type = auto_type
+        # A device behind a PCIe-to-PCI bridge → the bridge: whose group's domain translates
+        # its DMA when it has no group of its own (SMMUv3: the shared alias stream ID).
+        self.dma_alias = dict(dma_alias or {})
         types = types or {}
         self.state = State(
             groups={gid: Group(gid, list(members), dtype=types.get(gid, auto_type))
@@ -547,6 +551,67 @@ class Model:
         g.dtype = target
         return Outcome.ok()
 
+    # ------------------------------------------------------------------ DMA through edu
+    def _dma_domain(self, dev: str) -> str | None:
+        """The domain that translates the device's DMA: its group's, else (SMMUv3, no group of
+        its own) that of the bridge alias's group; None when nothing does."""
+        g = self.state.group_of(dev) or self.state.group_of(self.dma_alias.get(dev, ""))
+        if g is None:
+            return None
+        if g.domain == DEFAULT and g.dtype == "identity":
+            return "identity"
+        return g.domain
+
+    def dma(self, dev: str, handle: str, iova: str, length: str) -> Outcome:
+        if self.state.drivers.get(dev) not in (DMA_API, OWNED):
+            return Outcome.guarded(ENODEV)
+        if handle not in self.state.domains:
+            return Outcome.guarded(ENOENT)
+        start, count = _int(iova), _int(length)
+        if not 0 < count <= 4095:
+            return Outcome.guarded(EINVAL)  # the module's EDU_DMA_MAX (QEMU 7.2 edu)
+        span = next(((s, s + n) for (h, s), n in self.state.maps.items()
+                     if h == handle and s <= start < s + n), None)
+        if span is None or start + count > span[1]:
+            return Outcome.guarded(ENOENT)
+        domain = self._dma_domain(dev)
+        if domain == "identity":
+            return Outcome.guarded(EPERM)  # the module: an IOVA would be a physical address
+        # The pattern goes RAM → edu → RAM through whatever domain translates the device:
+        # only through ``handle`` does it come back (ih_attach.c: op_dma); elsewhere the
+        # buffer stays zeroed (-EIO) and the IOMMU faults unless that domain maps the range.
+        if domain == handle:
+            return Outcome.ok()
+        return Outcome(-EIO, fault=self._faults(domain, start, count))
+
+    def dma_raw(self, dev: str, iova: str, direction: str) -> Outcome:
+        if self.state.drivers.get(dev) not in (DMA_API, OWNED):
+            return Outcome.guarded(ENODEV)
+        start = _int(iova)
+        if direction not in ("to_ram", "from_ram"):
+            return Outcome.guarded(EINVAL)
+        domain = self._dma_domain(dev)
+        if domain == "identity":
+            return Outcome.guarded(EPERM)
+        return Outcome(0, fault=self._faults(domain, start, 8))
+
+    def _faults(self, domain: str | None, iova: int, length: int) -> bool:
+        """Whether a DMA through ``domain`` is reported as a fault. 6.12's blocked domain on
+        SMMUv3 is an abort STE (arm-smmu-v3.c: arm_smmu_make_abort_ste), which terminates
+        DMA without recording an event (QEMU hw/arm/smmuv3.c: an aborting config records
+        none); VT-d reports its cleared context entry (fault reason 2)."""
+        if domain == BLOCKING and self.smmu and self.profile.blocking_type == 0:
+            return False
+        return not self._maps_all(domain, iova, length)
+
+    def _maps_all(self, domain: str | None, iova: int, length: int) -> bool:
+        """Whether ``domain`` (one of ours) maps every byte of [iova, iova + length)."""
+        end = iova + length
+        for (h, start), size in sorted(self.state.maps.items(), key=lambda kv: kv[0][1]):
+            if h == domain and start <= iova < start + size:
+                iova = start + size
+        return iova >= end
+
     # ------------------------------------------------------------------ mappings
     def map(self, handle: str, iova: int, size: int) -> Outcome:
         if handle not in self.state.domains:
@@ -650,7 +715,7 @@ _DISPATCH: dict[str, Callable[..., Outcome]] = {
     "raw_detach_dev": Model.raw_detach_dev, "raw_detach_group": Model.raw_detach_group,
     "raw_release_group": Model.raw_release_group, "replace": Model.replace,
     "attach_pasid": Model.attach_pasid, "detach_pasid": Model.detach_pasid,
-    "set_type": Model.set_type,
+    "set_type": Model.set_type, "dma": Model.dma, "dma_raw": Model.dma_raw,
 }
 
 

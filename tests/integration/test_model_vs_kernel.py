@@ -49,6 +49,11 @@ OPS = st.one_of(
     *(st.builds(lambda h, d, p, op=op: f"{op} {h} {d} {p}", st.sampled_from(HANDLES),
                 st.sampled_from(DEVICES), st.sampled_from([0, 1, 2]))
       for op in ("attach_pasid", "detach_pasid")),
+    # DMA through edu (about 0.2 s each: QEMU's edu completes a transfer on a 100 ms timer).
+    st.builds(lambda d, h: f"dma {d} {h} 0x100000 0x100", st.sampled_from(DEVICES),
+              st.sampled_from(HANDLES)),
+    st.builds(lambda d, i: f"dma_raw {d} {i:#x} to_ram", st.sampled_from(DEVICES),
+              st.sampled_from([0x100000, 0x900000])),
     # Writes to the group's sysfs type (the next sequence's set-up restores the types).
     st.builds(lambda d, t: f"set_type {d} {t}", st.sampled_from(DEVICES),
               st.sampled_from(["identity", "DMA", "DMA-FQ", "auto"])),
@@ -138,7 +143,7 @@ def test_differential_fuzzing_finds_no_disagreement(guest_pool: GuestPool, platf
     # The budget the issue sets (200 random steps), and every kind of operation drawn.
     assert sum(ran.values()) >= 200, ran
     assert set(ran) >= {"attach_dev", "set_type", "replace", "attach_pasid", "raw_detach_dev",
-                        "raw_release_group", "claim_dev"}, ran
+                        "raw_release_group", "claim_dev", "dma"}, ran
 
 
 def test_a_wrong_model_rule_is_caught_and_shrunk(guest_pool: GuestPool, platform: str) -> None:

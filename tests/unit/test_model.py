@@ -13,7 +13,7 @@ import pytest
 
 from harness.errors import ConfigError
 from harness.model import DMA_API, NO_DRIVER, OWNED, Model, Outcome, get_profile, profile_for
-from harness.model.core import EBUSY, EINVAL, ENODEV, ENOENT, EOPNOTSUPP, EPERM, _int
+from harness.model.core import EBUSY, EINVAL, EIO, ENODEV, ENOENT, EOPNOTSUPP, EPERM, _int
 
 E0, E1, BR, E2, E3 = "0000:00:03.0", "0000:00:04.0", "0000:00:02.0", "0000:01:01.0", \
     "0000:01:02.0"
@@ -603,3 +603,54 @@ def test_proposal_raw_detach_counts_down_and_warns_only_when_nothing_is_attached
     # raw_detach_group takes the counted attachments with the domain: a claim works after.
     assert run(m, f"attach_dev d {E2}", f"attach_dev d {E3}", f"raw_detach_group d {E2}",
                f"claim_group {E2} o") == [(0, False)] * 4
+
+
+# ------------------------------------------------------------------ DMA through edu
+
+def dma(m: Model, line: str) -> tuple[int, bool, bool]:
+    o = m.apply(line)
+    return o.rc, o.guard, o.fault
+
+
+@pytest.mark.parametrize(("profile", "smmu"), [("linux-6.1", False), ("linux-6.1", True),
+                                               ("linux-6.12", False), ("linux-6.12", True)])
+def test_dma_comes_back_only_through_the_attached_domain(profile: str, smmu: bool) -> None:
+    # ih_attach.c: op_dma — pattern RAM → edu → RAM through IOVA; elsewhere the buffer stays
+    # zeroed (-EIO) and the IOMMU faults where nothing maps the IOVA.
+    m = model(profile, smmu=smmu)
+    assert run(m, f"alloc d {E0}", f"attach_dev d {E0}", "map d 0x100000 0x1000") == \
+        [(0, False)] * 3
+    assert dma(m, f"dma {E0} d 0x100000 0x100") == (0, False, False)
+    assert dma(m, f"dma_raw {E0} 0x900000 to_ram") == (0, False, True)
+    assert dma(m, f"dma {E0} d 0x100800 0x900") == (-ENOENT, True, False)  # past the mapping
+    assert dma(m, f"dma {E0} d 0x100000 4096") == (-EINVAL, True, False)  # EDU_DMA_MAX
+    assert run(m, f"detach_dev d {E0}") == [(0, False)]
+    assert dma(m, f"dma {E0} d 0x100000 0x100") == (-EIO, False, True)  # the default domain
+    assert run(m, f"claim_group {E0} o") == [(0, False)]
+    # The blocked domain of 6.12 is an abort STE on SMMUv3: no event is recorded.
+    silent = smmu and profile == "linux-6.12"
+    assert dma(m, f"dma {E0} d 0x100000 0x100") == (-EIO, False, not silent)
+
+
+def test_dma_of_a_device_without_a_group_goes_through_the_bridge_alias() -> None:
+    # SMMUv3: the second device behind the bridge has no group but the bridge alias's stream.
+    groups = {1: [BR, E2], 2: [E0]}
+    drivers = {E0: OWNED, E2: OWNED, E3: OWNED, BR: DMA_API}
+    m = Model(get_profile("linux-6.12"), True, groups, drivers, dma_alias={E2: BR, E3: BR})
+    assert run(m, f"alloc d {E2}", f"attach_group d {E2}", "map d 0x100000 0x1000") == \
+        [(0, False)] * 3
+    assert dma(m, f"dma {E3} d 0x100000 0x100") == (0, False, False)
+    assert dma(m, f"dma {BR} d 0x100000 0x100") == (0, False, False)
+
+
+def test_dma_through_an_identity_domain_is_refused_by_the_module() -> None:
+    m = model("linux-6.12", drivers={E0: NO_DRIVER})
+    assert run(m, f"set_type {E0} identity", f"alloc d {E1}", f"attach_dev d {E1}",
+               "map d 0x100000 0x1000") == [(0, False)] * 4
+    m.state.drivers[E0] = OWNED
+    assert dma(m, f"dma {E0} d 0x100000 0x100") == (-EPERM, True, False)
+    assert dma(m, f"dma_raw {E0} 0x100000 to_ram") == (-EPERM, True, False)
+    assert dma(m, f"dma_raw {E1} 0x100000 sideways") == (-EINVAL, True, False)
+    assert dma(m, f"dma {E2} e 0x100000 0x100") == (-ENOENT, True, False)
+    m.state.drivers[E3] = NO_DRIVER
+    assert dma(m, f"dma {E3} d 0x100000 0x100") == (-ENODEV, True, False)
