@@ -363,6 +363,30 @@ static void op_free(const char *h)
 
 /* ------------------------------------------------------------------ attach and detach */
 
+/*
+ * The device an operation names and a reference on its group (the caller puts both), or
+ * NULL after a guard result: no such device, or no group where one is needed.
+ */
+static struct pci_dev *op_target(const char *op, const char *devname, bool need_group,
+				 struct iommu_group **group)
+{
+	struct pci_dev *pdev = find_pci(devname);
+
+	*group = NULL;
+	if (!pdev) {
+		result("%s %d guard=1 why=no_device", op, -ENODEV);
+		return NULL;
+	}
+	*group = iommu_group_get(&pdev->dev);
+	if (need_group && !*group) {
+		pci_dev_put(pdev);
+		result("%s %d guard=1 why=no_group", op, -ENODEV);
+		return NULL;
+	}
+	return pdev;
+}
+
+
 static void op_attach(bool group_api, const char *h, const char *devname)
 {
 	const char *op = group_api ? "attach_group" : "attach_dev";
@@ -373,14 +397,9 @@ static void op_attach(bool group_api, const char *h, const char *devname)
 
 	if (!d)
 		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
-	pdev = find_pci(devname);
+	pdev = op_target(op, devname, group_api, &group);
 	if (!pdev)
-		REPLY("%s %d guard=1 why=no_device", op, -ENODEV);
-	group = iommu_group_get(&pdev->dev);
-	if (group_api && !group) {
-		pci_dev_put(pdev);
-		REPLY("%s %d guard=1 why=no_group", op, -ENODEV);
-	}
+		return;
 	ret = group_api ? iommu_attach_group(d->domain, group) :
 			  iommu_attach_device(d->domain, &pdev->dev);
 	if (!ret && group) {
@@ -403,10 +422,9 @@ static void op_detach(bool group_api, const char *h, const char *devname)
 
 	if (!d)
 		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
-	pdev = find_pci(devname);
+	pdev = op_target(op, devname, false, &group);
 	if (!pdev)
-		REPLY("%s %d guard=1 why=no_device", op, -ENODEV);
-	group = iommu_group_get(&pdev->dev);
+		return;
 	/*
 	 * The kernel WARNs when asked to detach a domain that is not the group's current one
 	 * (iommu_detach_device) and detaches whatever is attached (iommu_detach_group): only
@@ -442,14 +460,9 @@ static void op_claim(bool dev_api, const char *devname, const char *owner)
 
 	if (!cookie)
 		REPLY("%s %d guard=1 why=usage", op, -EINVAL);
-	pdev = find_pci(devname);
+	pdev = op_target(op, devname, true, &group);
 	if (!pdev)
-		REPLY("%s %d guard=1 why=no_device", op, -ENODEV);
-	group = iommu_group_get(&pdev->dev);
-	if (!group) {
-		pci_dev_put(pdev);
-		REPLY("%s %d guard=1 why=no_group", op, -ENODEV);
-	}
+		return;
 	if (dev_api) {
 #ifdef IH_HAVE_DEVICE_CLAIM
 		ret = iommu_device_claim_dma_owner(&pdev->dev, cookie);
@@ -479,10 +492,9 @@ static void op_release(bool dev_api, const char *devname)
 	struct pci_dev *pdev;
 	struct ih_hold *hold;
 
-	pdev = find_pci(devname);
+	pdev = op_target(op, devname, false, &group);
 	if (!pdev)
-		REPLY("%s %d guard=1 why=no_device", op, -ENODEV);
-	group = iommu_group_get(&pdev->dev);
+		return;
 	/* Releasing a claim nobody holds WARNs in the kernel: only release our own claims. */
 	hold = group ? find_hold(dev_api ? HOLD_CLAIM_DEV : HOLD_CLAIM_GROUP, group,
 				 dev_api ? pdev : NULL, NULL) : NULL;
@@ -515,26 +527,6 @@ static void op_release(bool dev_api, const char *devname)
 
 /* ------------------------------------------------------------------ no guard: the WARN paths */
 
-/* The device and its group, or a guard result; *group may be NULL where allowed. */
-static struct pci_dev *raw_target(const char *op, const char *devname, bool need_group,
-				  struct iommu_group **group)
-{
-	struct pci_dev *pdev = find_pci(devname);
-
-	*group = NULL;
-	if (!pdev) {
-		result("%s %d guard=1 why=no_device", op, -ENODEV);
-		return NULL;
-	}
-	*group = iommu_group_get(&pdev->dev);
-	if (need_group && !*group) {
-		pci_dev_put(pdev);
-		result("%s %d guard=1 why=no_group", op, -ENODEV);
-		return NULL;
-	}
-	return pdev;
-}
-
 static void op_raw_detach(bool group_api, const char *h, const char *devname)
 {
 	const char *op = group_api ? "raw_detach_group" : "raw_detach_dev";
@@ -544,7 +536,7 @@ static void op_raw_detach(bool group_api, const char *h, const char *devname)
 
 	if (!d)
 		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
-	pdev = raw_target(op, devname, group_api, &group);
+	pdev = op_target(op, devname, group_api, &group);
 	if (!pdev)
 		return;
 	if (group_api)
@@ -562,7 +554,7 @@ static void op_raw_detach(bool group_api, const char *h, const char *devname)
 static void op_raw_release_group(const char *devname)
 {
 	struct iommu_group *group;
-	struct pci_dev *pdev = raw_target("raw_release_group", devname, true, &group);
+	struct pci_dev *pdev = op_target("raw_release_group", devname, true, &group);
 
 	if (!pdev)
 		return;
@@ -584,7 +576,7 @@ static void op_replace(const char *h, const char *devname)
 
 	if (!d)
 		REPLY("replace %d guard=1 why=no_handle", -ENOENT);
-	pdev = raw_target("replace", devname, true, &group);
+	pdev = op_target("replace", devname, true, &group);
 	if (!pdev)
 		return;
 #ifdef IH_HAVE_REPLACE
@@ -622,7 +614,7 @@ static void op_pasid(bool attach, const char *h, const char *devname, const char
 		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
 	if (!pasid_s || kstrtou32(pasid_s, 0, &pasid))
 		REPLY("%s %d guard=1 why=usage", op, -EINVAL);
-	pdev = raw_target(op, devname, false, &group);
+	pdev = op_target(op, devname, false, &group);
 	if (!pdev)
 		return;
 #ifdef IH_HAVE_PASID

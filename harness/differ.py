@@ -153,17 +153,23 @@ class Differ:
             build_model(scenario, platform, p, drivers, bound, self._types, self.auto_type)
             for p in (self.profile, *self.extra)]
 
-    def kernel_states(self) -> dict[str, str]:
-        results = self.ctl.batch([f"state {b}" for b in self.bdfs.values()])
-        return {ident: r.get("domain") or "?" for ident, r in zip(self.bdfs, results,
-                                                                  strict=True)}
+    def _reads_script(self) -> str:
+        """Each device's domain (ih_attach state) and group type, for _parse_reads."""
+        bdfs = list(self.bdfs.values())
+        return (batch_script([f"state {b}" for b in bdfs]) + "; echo @@types; "
+                + types_script(bdfs))
+
+    def _parse_reads(self, text: str) -> tuple[dict[str, str], dict[str, str]]:
+        states, _, types = text.partition("@@types\n")
+        return ({i: r.get("domain") or "?"
+                 for i, r in zip(self.bdfs, parse_results(states), strict=True)},
+                dict(zip(self.bdfs, types.split(), strict=True)))
 
     def model_states(self, model: Model) -> dict[str, str]:
         return {ident: model.domain_of(bdf) for ident, bdf in self.bdfs.items()}
 
     def step(self, index: int, step: Step) -> StepReport:
         assert self.model is not None, "call setup() first"
-        bdfs = list(self.bdfs.values())
         outcome = None
         if step.op:
             line = resolve(step.op, self.topology)
@@ -175,13 +181,10 @@ class Differ:
             else:
                 action = batch_script([line])
             # One round trip: the log mark, the operation, the state and type reads, the log.
-            out = self.guest.check(
-                "m=$(ih-kmsg -n); m=${m%% *}; " + action + "; echo @@state; "
-                + batch_script([f"state {b}" for b in bdfs]) + "; echo @@types; "
-                + types_script(bdfs) + "; echo @@kmsg; ih-kmsg $m")
+            out = self.guest.check("m=$(ih-kmsg -n); m=${m%% *}; " + action + "; echo @@state; "
+                                   + self._reads_script() + "; echo @@kmsg; ih-kmsg $m")
             head, _, rest = out.partition("@@state\n")
-            text, _, rest = rest.partition("@@types\n")
-            typed, _, log = rest.partition("@@kmsg\n")
+            reads, _, log = rest.partition("@@kmsg\n")
             events = classify(parse_records(log))
             if shell_op:
                 error = head.strip()
@@ -189,9 +192,7 @@ class Differ:
             else:
                 result = parse_results(head)[0]
                 kernel_rc, kernel_guard = result.rc, result.guard
-            kernel_state = {i: r.get("domain") or "?"
-                            for i, r in zip(self.bdfs, parse_results(text), strict=True)}
-            kernel_types = dict(zip(self.bdfs, typed.split(), strict=True))
+            kernel_state, kernel_types = self._parse_reads(reads)
             outcome = self.model.apply(line)
             model_rc, model_guard = outcome.rc, outcome.guard
             extra = [m.apply(line).rc for m in self.extra_models]
@@ -208,9 +209,8 @@ class Differ:
                 extra = [e or model_bind(m, bdf, kind, step.via)
                          for e, m in zip(extra, self.extra_models, strict=True)]
                 kernel_rc, model_rc = kernel_rc or krc, model_rc or mrc
-            kernel_state = self.kernel_states()
-            kernel_types = dict(zip(self.bdfs, self.guest.check(types_script(bdfs)).split(),
-                                    strict=True))
+            kernel_state, kernel_types = self._parse_reads(self.guest.check(
+                self._reads_script()))
             events = self.guest.events_since(mark.seq)
         report = StepReport(index, step.label, kernel_rc, model_rc, kernel_guard, model_guard,
                             kernel_state, self.model_states(self.model),

@@ -13,7 +13,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .model import DMA_API, NO_DRIVER, OWNED, Model, Profile
-from .model.core import TYPE_REQUESTS
+from .model.core import OPERATIONS, TYPE_REQUESTS
 from .model.profiles import PROFILES
 from .platforms import Platform
 from .prepare import TOPOLOGIES_DIR
@@ -198,10 +198,7 @@ def _step(data: Any, index: int, ids: set[str], fail: Any) -> Step:
                 events=tuple(events), note=str(data.get("note", "")))
 
 
-_OPS = ("alloc", "free", "attach_dev", "detach_dev", "attach_group", "detach_group",
-        "claim_group", "release_group", "claim_dev", "release_dev", "map", "unmap", "dma",
-        "dma_raw", "reset", "replace", "attach_pasid", "detach_pasid", "raw_detach_dev",
-        "raw_detach_group", "raw_release_group", "set_type")
+_OPS = OPERATIONS
 # Operations the harness performs from the guest's shell rather than through ih_attach.
 SHELL_OPS = ("set_type",)
 

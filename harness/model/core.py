@@ -147,6 +147,21 @@ class Model:
             return Outcome.guarded(ENODEV)
         return None
 
+    def _device_group(self, dev: str) -> Group | Outcome:
+        """The module's op_target with a group needed: a known device that has one."""
+        if dev not in self.state.drivers:
+            return Outcome.guarded(ENODEV)
+        g = self.state.group_of(dev)
+        return Outcome.guarded(ENODEV) if g is None else g
+
+    def _handle_group(self, handle: str, dev: str) -> Group | Outcome:
+        """A known handle, then the device's group (the group operations' checks)."""
+        return self._refuse(handle, dev) or self._device_group(dev)
+
+    def _device_attachments(self, g: Group) -> list[Hold]:
+        """The group's attachments made with the device API (the proposals count them)."""
+        return [h for h in self.state.holds if h.kind == "attach_dev" and h.group == g.id]
+
     def _attached(self, kind: str, handle: str, dev: str) -> tuple[Group, Hold] | None:
         """The module detaches only what it attached and the kernel still has attached:
         iommu_detach_device WARNs otherwise (d != group->domain, or a multi-device group)."""
@@ -231,7 +246,7 @@ class Model:
     def _attach_dev_proposal(self, handle: str, dev: str, g: Group) -> Outcome:
         # "Scrap iommu_attach/detach_group() interfaces" v1 3/8 (2022-01-06): counts
         # attachments in the group; owner_cnt counts them too.
-        attached = sum(1 for h in self.state.holds if h.kind == "attach_dev" and h.group == g.id)
+        attached = len(self._device_attachments(g))
         if g.owner_cnt and ((g.domain == DEFAULT and len(g.members) != 1) or g.owner):
             return Outcome(-EBUSY)
         if not attached:
@@ -269,18 +284,15 @@ class Model:
         self.state.holds.remove(hold)
         if self.profile.attach_device_rule != "singleton":
             g.owner_cnt = max(0, g.owner_cnt - 1)
-            if any(h.kind == "attach_dev" and h.group == g.id for h in self.state.holds):
+            if self._device_attachments(g):
                 return Outcome.ok()
         g.domain = self._core_domain(g)
         return Outcome.ok()
 
     def attach_group(self, handle: str, dev: str) -> Outcome:
-        refused = self._refuse(handle, dev)
-        if refused:
-            return refused
-        g = self.state.group_of(dev)
-        if g is None:
-            return Outcome.guarded(ENODEV)
+        g = self._handle_group(handle, dev)
+        if isinstance(g, Outcome):
+            return g
         # drivers/iommu/iommu.c: iommu_attach_group — any group size, no ownership check.
         out = self._attach_group_rule(handle, g)
         if out.rc == 0:
@@ -305,10 +317,7 @@ class Model:
         """The module's checks before any claim: an owner name, a device with a group."""
         if not _valid_name(owner):
             return Outcome.guarded(EINVAL)
-        if dev not in self.state.drivers:
-            return Outcome.guarded(ENODEV)
-        g = self.state.group_of(dev)
-        return Outcome.guarded(ENODEV) if g is None else g
+        return self._device_group(dev)
 
     def claim_group(self, dev: str, owner: str) -> Outcome:
         g = self._claimable(dev, owner)
@@ -400,7 +409,7 @@ class Model:
         # the device API (attach_cnt), owner_cnt counts it and d is the group's domain; then
         # one count less each, the core domain at the last. The review's alternative left
         # detach unspecified; the same rule is assumed.
-        attached = [h for h in self.state.holds if h.kind == "attach_dev" and h.group == g.id]
+        attached = self._device_attachments(g)
         if g.domain != handle or not attached or not g.owner_cnt:
             return Outcome(0, warn="iommu_detach_device")
         mine = [h for h in attached if h.device == dev]
@@ -411,27 +420,21 @@ class Model:
         return Outcome.ok()
 
     def raw_detach_group(self, handle: str, dev: str) -> Outcome:
-        refused = self._refuse(handle, dev)
-        if refused:
-            return refused
-        g = self.state.group_of(dev)
-        if g is None:
-            return Outcome.guarded(ENODEV)
+        g = self._handle_group(handle, dev)
+        if isinstance(g, Outcome):
+            return g
         # iommu_detach_group: back to the core domain whatever is attached; no check at all.
         if self.profile.attach_device_rule != "singleton" and g.domain != self._core_domain(g):
             # The proposals count device attachments in owner_cnt; they go with the domain.
-            g.owner_cnt -= sum(1 for h in self.state.holds
-                               if h.kind == "attach_dev" and h.group == g.id)
+            g.owner_cnt -= len(self._device_attachments(g))
         g.domain = self._core_domain(g)
         self._resync(g)
         return Outcome.ok()
 
     def raw_release_group(self, dev: str) -> Outcome:
-        if dev not in self.state.drivers:
-            return Outcome.guarded(ENODEV)
-        g = self.state.group_of(dev)
-        if g is None:
-            return Outcome.guarded(ENODEV)
+        g = self._device_group(dev)
+        if isinstance(g, Outcome):
+            return g
         # iommu_group_release_dma_owner (6.1) / __iommu_release_dma_ownership (6.12):
         # WARN_ON(!owner_cnt || !owner [|| PASIDs attached]) and return.
         if not g.owner_cnt or g.owner is None or g.pasids:
@@ -442,12 +445,9 @@ class Model:
 
     # ------------------------------------------------------------------ replace, PASID
     def replace(self, handle: str, dev: str) -> Outcome:
-        refused = self._refuse(handle, dev)
-        if refused:
-            return refused
-        g = self.state.group_of(dev)
-        if g is None:
-            return Outcome.guarded(ENODEV)
+        g = self._handle_group(handle, dev)
+        if isinstance(g, Outcome):
+            return g
         if not self.profile.has_replace:
             return Outcome.guarded(EOPNOTSUPP)
         # drivers/iommu/iommu.c (6.12): iommu_group_replace_domain → __iommu_group_set_domain:
@@ -717,6 +717,8 @@ _DISPATCH: dict[str, Callable[..., Outcome]] = {
     "attach_pasid": Model.attach_pasid, "detach_pasid": Model.detach_pasid,
     "set_type": Model.set_type, "dma": Model.dma, "dma_raw": Model.dma_raw,
 }
+# Every operation the model (and so a scenario step) knows.
+OPERATIONS = tuple(_DISPATCH)
 
 
 def _valid_name(text: str) -> bool:
