@@ -27,7 +27,8 @@ KERNELS = ["debian:6.1", "debian:6.12"]
 DEVICES = ["edu0", "edu1", "edu2", "edu3"]
 HANDLES = ["a", "b"]
 
-OPS = st.one_of(
+# The attach and ownership calls: what the injected wrong rule needs to be caught.
+ATTACH_OPS = (
     st.builds(lambda h, d: f"alloc {h} {d}", st.sampled_from(HANDLES), st.sampled_from(DEVICES)),
     st.builds(lambda h: f"free {h}", st.sampled_from(HANDLES)),
     *(st.builds(lambda h, d, op=op: f"{op} {h} {d}", st.sampled_from(HANDLES),
@@ -36,6 +37,9 @@ OPS = st.one_of(
     st.builds(lambda d, o: f"claim_group {d} {o}", st.sampled_from(DEVICES),
               st.sampled_from(["o", "p"])),
     st.builds(lambda d: f"release_group {d}", st.sampled_from(DEVICES)),
+)
+OPS = st.one_of(
+    *ATTACH_OPS,
     st.builds(lambda d, o: f"claim_dev {d} {o}", st.sampled_from(DEVICES),
               st.sampled_from(["o", "p"])),
     st.builds(lambda d: f"release_dev {d}", st.sampled_from(DEVICES)),
@@ -94,7 +98,7 @@ FUZZ_SECONDS = float(os.environ.get("IOMMU_HARNESS_FUZZ_SECONDS", "600"))
 
 
 def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | None,
-         examples: int, steps: int) -> Counter[str]:
+         examples: int, steps: int, ops: st.SearchStrategy[str] = OPS) -> Counter[str]:
     """Run the state machine; return how often each operation ran (random steps only)."""
     ran: Counter[str] = Counter()
     deadline = time.monotonic() + FUZZ_SECONDS
@@ -121,7 +125,7 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
             for op in ("alloc a edu0", "alloc b edu1"):
                 self.run_step(op)
 
-        @rule(op=OPS)
+        @rule(op=ops)
         def step(self, op: str) -> None:
             if self.spent:
                 return
@@ -167,9 +171,18 @@ def test_a_wrong_model_rule_is_caught_and_shrunk(guest_pool: GuestPool, platform
     g = guest_pool.get(platform, "debian:6.1")
     wrong = dataclasses.replace(guest_profile(g), name="linux-6.1-wrong",
                                 attach_device_rule="proposal-2022")
-    with pytest.raises(AssertionError) as info:
-        fuzz(guest_pool, platform, "debian:6.1", wrong, examples=150, steps=6)
-    message = str(info.value)
+    # Only the attach and ownership calls are drawn. The derandomized draws are fixed by the
+    # state machine's source, and with every kind of operation in play the few steps that
+    # reach the wrong rule (attach_dev on a multi-device group, or twice on one) were a
+    # matter of luck: an edit elsewhere in the machine once left 150 sequences without one.
+    try:
+        ran = fuzz(guest_pool, platform, "debian:6.1", wrong, examples=150, steps=6,
+                   ops=st.one_of(*ATTACH_OPS))
+    except AssertionError as caught:
+        message = str(caught)
+    else:
+        pytest.fail(f"the wrong rule went unnoticed over {sum(ran.values())} random steps "
+                    f"({dict(ran)})")
     assert "model and kernel disagree" in message
     reproducer = message.split("--- reproducer ---\n", 1)[1]
     # Shrunk to the two set-up allocations and at most a few random steps.
