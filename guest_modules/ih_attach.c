@@ -386,18 +386,29 @@ static struct pci_dev *op_target(const char *op, const char *devname, bool need_
 	return pdev;
 }
 
+/* op_target after the handle check: the prologue of the operations on a domain and a device. */
+static struct pci_dev *op_domain_target(const char *op, const char *h, const char *devname,
+					bool need_group, struct ih_domain **d,
+					struct iommu_group **group)
+{
+	*d = h ? find_domain(h) : NULL;
+	if (!*d) {
+		result("%s %d guard=1 why=no_handle", op, -ENOENT);
+		return NULL;
+	}
+	return op_target(op, devname, need_group, group);
+}
+
 
 static void op_attach(bool group_api, const char *h, const char *devname)
 {
 	const char *op = group_api ? "attach_group" : "attach_dev";
-	struct ih_domain *d = h ? find_domain(h) : NULL;
+	struct ih_domain *d;
 	struct iommu_group *group;
 	struct pci_dev *pdev;
 	int ret;
 
-	if (!d)
-		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
-	pdev = op_target(op, devname, group_api, &group);
+	pdev = op_domain_target(op, h, devname, group_api, &d, &group);
 	if (!pdev)
 		return;
 	ret = group_api ? iommu_attach_group(d->domain, group) :
@@ -415,14 +426,12 @@ static void op_attach(bool group_api, const char *h, const char *devname)
 static void op_detach(bool group_api, const char *h, const char *devname)
 {
 	const char *op = group_api ? "detach_group" : "detach_dev";
-	struct ih_domain *d = h ? find_domain(h) : NULL;
+	struct ih_domain *d;
 	struct iommu_group *group;
 	struct pci_dev *pdev;
 	struct ih_hold *hold;
 
-	if (!d)
-		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
-	pdev = op_target(op, devname, false, &group);
+	pdev = op_domain_target(op, h, devname, false, &d, &group);
 	if (!pdev)
 		return;
 	/*
@@ -530,13 +539,11 @@ static void op_release(bool dev_api, const char *devname)
 static void op_raw_detach(bool group_api, const char *h, const char *devname)
 {
 	const char *op = group_api ? "raw_detach_group" : "raw_detach_dev";
-	struct ih_domain *d = h ? find_domain(h) : NULL;
+	struct ih_domain *d;
 	struct iommu_group *group;
 	struct pci_dev *pdev;
 
-	if (!d)
-		REPLY("%s %d guard=1 why=no_handle", op, -ENOENT);
-	pdev = op_target(op, devname, group_api, &group);
+	pdev = op_domain_target(op, h, devname, group_api, &d, &group);
 	if (!pdev)
 		return;
 	if (group_api)
@@ -569,14 +576,12 @@ static void op_raw_release_group(const char *devname)
 
 static void op_replace(const char *h, const char *devname)
 {
-	struct ih_domain *d = h ? find_domain(h) : NULL;
+	struct ih_domain *d;
 	struct iommu_group *group;
 	struct pci_dev *pdev;
 	int ret;
 
-	if (!d)
-		REPLY("replace %d guard=1 why=no_handle", -ENOENT);
-	pdev = op_target("replace", devname, true, &group);
+	pdev = op_domain_target("replace", h, devname, true, &d, &group);
 	if (!pdev)
 		return;
 #ifdef IH_HAVE_REPLACE
