@@ -20,6 +20,8 @@ from types import FrameType
 import paramiko
 
 from .accel import ACCELS
+from .debian.apt import kernel_index
+from .debian.index import format_kernels, resolve_all
 from .differ import Differ, guest_profile
 from .errors import ConfigError, HarnessError
 from .guest import Guest
@@ -39,8 +41,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="emulated machine and IOMMU, or all of them one after the other, "
                         "results side by side (default: %(default)s)")
     p.add_argument("--kernel", default="debian:6.1",
-                   help="debian:6.1, debian:6.12, or the path of a kernel image "
-                        "(default: %(default)s)")
+                   help="debian:<series> (6.1, 6.12, 7.2, 7.3, ...), debian:newest, debian:rc, "
+                        "or the path of a kernel image (default: %(default)s; "
+                        "'iommu-harness kernels' lists the specs)")
     p.add_argument("--headers", type=Path, help="kbuild tree of a --kernel PATH image")
     p.add_argument("--modules", type=Path, help="lib/modules/<release> of a --kernel PATH image")
     p.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY,
@@ -79,7 +82,22 @@ def build_parser() -> argparse.ArgumentParser:
     scen.add_argument("--profile", help="force the model profile (default: from the kernel)")
     scen.add_argument("--also-profile", action="append", default=[], metavar="PROFILE",
                       help="show what another profile (e.g. proposal-2022) would return")
+    kernels = sub.add_parser("kernels", help="the Debian kernel specs and what each resolves "
+                                             "to right now")
+    kernels.add_argument("--refresh", action="store_true",
+                         help="fetch Debian's lists now, whatever their age")
+    kernels.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def cmd_kernels(args: argparse.Namespace) -> int:
+    resolved = resolve_all(kernel_index(force=args.refresh))
+    if args.json:
+        print(json.dumps({spec: {arch: k.to_json() for arch, k in per_arch.items()}
+                          for spec, per_arch in resolved}, indent=2))
+    else:
+        print(format_kernels(resolved))
+    return 0
 
 
 def _platforms(args: argparse.Namespace) -> list[str]:
@@ -239,12 +257,12 @@ def _run_one(guest: Guest, scenario: Scenario, profile: Profile, extra: list[Pro
 
 
 COMMANDS = {"boot": cmd_boot, "groups": cmd_groups, "shell": cmd_shell,
-            "scenario": cmd_scenario}
+            "scenario": cmd_scenario, "kernels": cmd_kernels}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+    logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="iommu-harness: %(message)s")
     # SIGTERM/SIGHUP unwind like Ctrl-C so every guest is stopped and reaped on the way out.
     signal.signal(signal.SIGTERM, _terminate)

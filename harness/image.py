@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import lzma
 import os
+import shutil
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from elftools.elf.elffile import ELFFile
 from elftools.elf.segments import InterpSegment
 
 from . import cache, cpio, hostcmd
+from .debian import apt
+from .debian.layout import usr_merge
 from .errors import KernelError
 from .kernel import KernelArtifact
 from .moddep import ModuleNotFound, load_order, parse_modules_dep
@@ -48,39 +51,45 @@ FOREIGN_PACKAGES = ("busybox-static", "dropbear-bin", "libc6", "libcrypt1", "lib
                     "libtomcrypt1", "libtommath1", "zlib1g")
 
 
+# ...from this suite, whatever the host runs (the harness's own apt configuration).
+FOREIGN_SUITE = "bookworm"
+
+
 def guest_userland(platform: Platform) -> Userland:
     """The host's own binaries when the guest has the host's architecture, else a sysroot of
-    Debian packages for the guest's (fetched once per state of the apt lists)."""
+    Debian packages for the guest's (fetched once)."""
     if platform.arch == os.uname().machine:
         return _userland_at(Path("/"), platform)
-    lists = Path("/var/lib/apt/lists")
-    stamp = str(lists.stat().st_mtime_ns) if lists.exists() else "none"
-    entry = cache.cache_root() / "userland" / f"{platform.debian_arch}-{stamp}"
+    entry = cache.cache_root() / "userland" / f"{platform.debian_arch}-{FOREIGN_SUITE}-v2"
     entry.parent.mkdir(parents=True, exist_ok=True)
 
     def fetch(tmp: Path) -> None:
         debs = tmp / "debs"
         debs.mkdir()
-        hostcmd.run(["apt-get", "download", "-q",
-                     *(f"{p}:{platform.debian_arch}" for p in FOREIGN_PACKAGES)],
-                    cwd=debs, what=f"apt-get download ({platform.debian_arch} user space)")
+        apt.download_packages([f"{p}:{platform.debian_arch}/{FOREIGN_SUITE}"
+                               for p in FOREIGN_PACKAGES], debs,
+                              f"the {platform.debian_arch} guest user space")
         for deb in sorted(debs.glob("*.deb")):
             hostcmd.run(["dpkg", "-x", str(deb), str(tmp / "root")], what=f"dpkg -x {deb.name}")
-        for deb in debs.glob("*.deb"):
-            deb.unlink()
-        debs.rmdir()
+        usr_merge(tmp / "root")
+        shutil.rmtree(debs)
 
     cache.ensure_dir(entry, fetch)
     return _userland_at(entry / "root", platform)
 
 
 def _userland_at(root: Path, platform: Platform) -> Userland:
-    for rel in ("bin/busybox", "usr/sbin/dropbear"):
-        if not (root / rel).exists():
-            raise KernelError(f"/{rel} is missing",
+    """Busybox and dropbear where Debian puts them: /bin and /usr/sbin, or (usr-merged
+    packages on a host that is not usr-merged) /usr/bin and /usr/sbin."""
+    found = {}
+    for name, places in (("busybox", ("bin", "usr/bin")), ("dropbear", ("usr/sbin", "sbin"))):
+        path = next((root / p / name for p in places if (root / p / name).exists()), None)
+        if path is None:
+            where = root if root != Path("/") else "this host"
+            raise KernelError(f"{name} for the {platform.debian_arch} guest is missing in {where}",
                               "run 'make deps' (it installs busybox-static and dropbear-bin)")
-    return Userland(root, root / "bin/busybox", root / "usr/sbin/dropbear",
-                    MULTIARCH[platform.arch])
+        found[name] = path
+    return Userland(root, found["busybox"], found["dropbear"], MULTIARCH[platform.arch])
 
 
 # ---------------------------------------------------------------------------------- ELF closure

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import KernelError
 from harness.kconfig import parse_config
-from harness.kernel import config_problem, pick_metapackage_target, pick_newest_unsigned
+from harness.kernel import config_problem
 from harness.platforms import X86_64_VTD
 from tests.conftest import DATA
 
@@ -45,27 +44,3 @@ def test_builtin_virtio_needs_no_modules() -> None:
 def test_parse_config_ignores_comments_and_unset() -> None:
     cfg = parse_config('# CONFIG_FOO is not set\nCONFIG_BAR=y\nCONFIG_S="a b"\n\n')
     assert cfg == {"CONFIG_BAR": "y", "CONFIG_S": "a b"}
-
-
-APT_DEPENDS = """linux-image-amd64
-  Depends: linux-image-6.1.0-56-amd64
-"""
-
-
-def test_metapackage_target() -> None:
-    assert pick_metapackage_target(APT_DEPENDS, "amd64") == "linux-image-6.1.0-56-amd64"
-    with pytest.raises(KernelError, match="apt-get update"):
-        pick_metapackage_target("linux-image-amd64\n", "amd64")
-
-
-def test_newest_unsigned_612_ignores_flavours_and_sorts_numerically() -> None:
-    names = ["linux-image-6.12.9+deb12-amd64-unsigned", "linux-image-6.12.117+deb12-amd64-unsigned",
-             "linux-image-6.12.117+deb12-cloud-amd64-unsigned",
-             "linux-image-6.12.118+deb12-rt-amd64-unsigned",
-             "linux-image-6.12.117+deb12-amd64-dbg", "linux-image-6.12.30+deb12-arm64-unsigned"]
-    assert pick_newest_unsigned(names, "6.12", "amd64") == \
-        "linux-image-6.12.117+deb12-amd64-unsigned"
-    assert pick_newest_unsigned(names, "6.12", "arm64") == \
-        "linux-image-6.12.30+deb12-arm64-unsigned"
-    with pytest.raises(KernelError):
-        pick_newest_unsigned([], "6.12", "amd64")
