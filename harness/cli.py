@@ -27,7 +27,7 @@ from .errors import ConfigError, HarnessError
 from .guest import Guest
 from .model import Profile, get_profile
 from .platforms import PLATFORMS
-from .prepare import DEFAULT_TOPOLOGY, GuestRequest, prepare
+from .prepare import DEFAULT_TOPOLOGY, GuestRequest, kernel_record, prepare
 from .scenario import Scenario, format_scenario, load_scenario, topology_file
 from .sysfs import compare_groups, comparison_json, format_comparison, side_by_side
 from .topology import predict_groups
@@ -122,8 +122,8 @@ def cmd_boot(args: argparse.Namespace) -> int:
         with Guest(config) as guest:
             ready = time.monotonic() - started
             if not command:
-                print(f"{config.platform.name} {config.kernel.release} ({config.accel}): control "
-                      f"shell ready in {ready:.2f}s; logs in {config.out_dir}")
+                print(f"{config.platform.name} {config.kernel.describe()} ({config.accel}): "
+                      f"control shell ready in {ready:.2f}s; logs in {config.out_dir}")
                 codes.append(0)
                 continue
             shell = guest.ssh if args.ssh else guest.serial
@@ -151,9 +151,10 @@ def cmd_groups(args: argparse.Namespace) -> int:
         comparison = compare_groups(predict_groups(config.topology, config.platform, bound),
                                     actual)
         docs.append({"platform": config.platform.name, "kernel": config.kernel.release,
+                     "kernel_resolved": kernel_record(config.kernel),
                      "topology": config.topology.name, "accel": config.accel,
                      "bound": list(bound), **comparison_json(comparison)})
-        tables.append(f"# {config.platform.name}, kernel {config.kernel.release}, topology "
+        tables.append(f"# {config.platform.name}, kernel {config.kernel.describe()}, topology "
                       f"{config.topology.name}, {config.accel}"
                       f"{', bound to ' + args.bind if args.bind else ''}\n"
                       f"{format_comparison(comparison)}")

@@ -6,6 +6,7 @@ choose the accelerator, pick an output folder.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 from .accel import choose_accel
 from .guest import GuestConfig
 from .image import build_image, guest_module_entries
-from .kernel import resolve_kernel
+from .kernel import KernelArtifact, resolve_kernel
 from .modules import build_modules, build_tools
 from .platforms import get_platform
 from .topology import load_topology
@@ -56,6 +57,12 @@ def guest_dir(root: Path, label: str) -> Path:
     raise RuntimeError(f"cannot create a guest folder under {root}")
 
 
+def kernel_record(kernel: KernelArtifact) -> dict[str, str | None]:
+    """What a run records of its kernel: the spec and exactly what it resolved to."""
+    return {"spec": kernel.spec, "release": kernel.release, "package_version":
+            kernel.package_version, "suite": kernel.suite, "arch": kernel.debian_arch}
+
+
 def prepare(request: GuestRequest, label: str = "") -> GuestConfig:
     platform = get_platform(request.platform)
     topology = load_topology(request.topology, platform)
@@ -67,5 +74,6 @@ def prepare(request: GuestRequest, label: str = "") -> GuestConfig:
     accel = choose_accel(request.accel, platform, kernel.boot_image)
     folder = guest_dir(out_root(request.out_root),
                        label or f"{platform.name}-{kernel.release}")
+    (folder / "kernel.json").write_text(json.dumps(kernel_record(kernel), indent=1) + "\n")
     return GuestConfig(platform=platform, kernel=kernel, image=image, topology=topology,
                        accel=accel, out_dir=folder, boot_timeout=request.boot_timeout)

@@ -19,7 +19,7 @@ from ..artifact import KernelArtifact, boot_image, check_kernel
 from ..errors import KernelError
 from ..platforms import Platform
 from . import apt
-from .index import DebianKernel, resolve
+from .index import DebianKernel, parse_spec, resolve
 from .layout import relocate_headers, usr_merge
 
 KERNEL_CACHE_FORMAT = "v3"  # bump when what a cached kernel entry holds changes
@@ -27,6 +27,7 @@ KERNEL_CACHE_FORMAT = "v3"  # bump when what a cached kernel entry holds changes
 
 def resolve_spec(spec: str, debian_arch: str) -> DebianKernel:
     """What ``spec`` names for ``debian_arch`` right now (the lists refreshed when old)."""
+    parse_spec(spec)  # a malformed spec is refused before any download
     return resolve(spec, debian_arch, apt.kernel_index())
 
 

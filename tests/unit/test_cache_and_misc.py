@@ -88,7 +88,8 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 @pytest.mark.parametrize(("args", "needle"), [
     (["groups", "--topology", "/nonexistent.toml"], "cannot read topology file"),
-    (["boot", "--kernel", "debian:5.10", "--", "true"], "unknown Debian kernel 'debian:5.10'"),
+    (["boot", "--kernel", "debian:latest", "--", "true"], "'debian:latest' is not a Debian "
+                                                          "kernel spec"),
     (["boot", "--kernel", "/nonexistent/bzImage", "--", "true"], "does not exist"),
 ])
 def test_cli_bad_input_is_one_clear_line(args: list[str], needle: str, tmp_path: Path) -> None:
