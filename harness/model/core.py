@@ -7,8 +7,9 @@ kernel *and* the module: the module refuses ("guards") calls that would WARN.
 
 Every operation returns a :class:`Outcome` (the rc, whether the module guarded, and what the
 kernel would WARN about) and changes the state as the kernel would. Rules cite
-file:function of Debian's 6.1.192 / 6.12.117 sources; a :class:`Profile` overrides the ones
-that differ between versions or proposals.
+file:function of Debian's 6.1.192 / 6.12.117 sources (7.2.13 where it differs); a
+:class:`Profile` overrides the ones that differ between versions or proposals, and
+harness/model/rules.py cites every profile field.
 """
 
 from __future__ import annotations
@@ -86,15 +87,29 @@ class Profile:
     """A kernel version or a proposal: data plus the rules that differ."""
 
     name: str
-    blocking_type: int  # 1: an empty UNMANAGED domain (6.1); 0: the static BLOCKED one (6.12)
+    blocking_type: int  # 1: an empty UNMANAGED domain (6.1); 0: the static BLOCKED one (6.12+)
     has_device_claim: bool  # iommu_device_claim_dma_owner exported (6.2+)
     alloc_needs_iommu: bool  # iommu_paging_domain_alloc(dev): -ENODEV for a device without one
     smmu_finalise_at_attach: bool  # SMMUv3 builds the page table at first attach (6.1)
     attach_device_rule: str = "singleton"  # "singleton" | "proposal-2022" | "proposal-2022-alt"
     type_rule: str = "6.1"  # how a write to a group's sysfs `type` is checked: "6.1" | "6.12"
-    has_replace: bool = False  # iommu_group_replace_domain exported (IOMMUFD_INTERNAL, 6.6+)
+    has_replace: bool = False  # iommu_group_replace_domain exported (IOMMUFD_INTERNAL, 6.6
+    #                            to 6.x; gone in 7.2)
     has_pasid: bool = False  # iommu_attach_device_pasid with an attach handle (6.11+)
     release_warn: str = "iommu_group_release_dma_owner"  # where a bad DMA-owner release WARNs
+    # The exported call the module's alloc reaches: iommu_domain_alloc (6.1),
+    # iommu_paging_domain_alloc (6.12), iommu_paging_domain_alloc_flags (7.2: the inline
+    # iommu_paging_domain_alloc wraps it). Also what the symbol check looks for.
+    alloc_symbol: str = "iommu_domain_alloc"
+    # Facts of a version that the module cannot reach through edu, kept so that a profile
+    # states them (harness/model/rules.py cites each); the rules above do not read them.
+    pasid_checks: str = "-"  # iommu_attach_device_pasid's check order: "-" | "6.12" | "7.2"
+    group_handle_rule: str = "-"  # iommu_{attach,replace}_group_handle, NULL handle: "-" |
+    #                               "6.12" (accepted) | "7.2" (-EINVAL)
+    reset_parking: bool = False  # a PCI reset of an ATS device parks it (recovery_cnt, -EBUSY)
+    # Read by the topology prediction, not by these rules: on SMMUv3 a PCI device gets its
+    # group only when a driver probes it (6.1, 6.12), or already at device add (7.2).
+    smmu_groups_need_driver: bool = True
     description: str = ""
 
     def blocking_name(self) -> str:
@@ -449,6 +464,9 @@ class Model:
         if isinstance(g, Outcome):
             return g
         if not self.profile.has_replace:
+            # Not exported before 6.6, and gone in 7.2.13 (iommu.c has no such function;
+            # iommufd uses iommu_replace_group_handle): ih_attach.c's op_replace is built
+            # without it (Kbuild looks in Module.symvers) and answers guard=1.
             return Outcome.guarded(EOPNOTSUPP)
         # drivers/iommu/iommu.c (6.12): iommu_group_replace_domain → __iommu_group_set_domain:
         # no ownership, size or current-domain check; the same domain is a no-op.
@@ -485,7 +503,10 @@ class Model:
         # domains have set_dev_pasid; then -ENODEV without a group, -EINVAL for
         # IOMMU_NO_PASID (0), -EBUSY when the group's pasid_array has it (xa_insert). Devices
         # without PASID support (max_pasids 0, such as edu) skip the range check and
-        # set_dev_pasid, so the attach is bookkeeping only.
+        # set_dev_pasid, so the attach is bookkeeping only. 7.2.13 checks the group first,
+        # then set_dev_pasid of the domain and of the driver's blocked domain (both present
+        # on VT-d and SMMUv3), then ops and PASID 0, then recovery_cnt (never set for edu,
+        # which has no ATS): the same outcomes here (profile field pasid_checks).
         g = self.state.group_of(dev)
         if g is None:
             return Outcome(-ENODEV)

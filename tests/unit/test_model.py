@@ -12,16 +12,28 @@ import dataclasses
 import pytest
 
 from harness.errors import ConfigError
-from harness.model import DMA_API, NO_DRIVER, OWNED, Model, Outcome, get_profile, profile_for
+from harness.model import (
+    DMA_API,
+    NO_DRIVER,
+    OWNED,
+    Model,
+    Outcome,
+    choose_profile,
+    get_profile,
+    profile_for,
+)
 from harness.model.core import EBUSY, EINVAL, EIO, ENODEV, ENOENT, EOPNOTSUPP, EPERM, _int
+from harness.modules import parse_symvers
 
 E0, E1, BR, E2, E3 = "0000:00:03.0", "0000:00:04.0", "0000:00:02.0", "0000:01:01.0", \
     "0000:01:02.0"
 NG, GONE = "0000:00:05.0", "0000:00:1e.7"
 GROUPS = {2: [E0], 3: [E1], 1: [BR, E2, E3]}
 BOTH = ("linux-6.1", "linux-6.12")
+LINUX = (*BOTH, "linux-7.2")
 RELEASE_WARN = {"linux-6.1": "iommu_group_release_dma_owner",
-                "linux-6.12": "__iommu_release_dma_ownership"}
+                "linux-6.12": "__iommu_release_dma_ownership",
+                "linux-7.2": "__iommu_release_dma_ownership"}
 
 
 def model(profile: str = "linux-6.1", smmu: bool = False, drivers: dict[str, str] | None = None
@@ -366,7 +378,7 @@ def test_garbage_operations_are_guarded_not_raised() -> None:
 
 # ------------------------------------------------------------------ WARN predictions
 
-@pytest.mark.parametrize("profile", BOTH)
+@pytest.mark.parametrize("profile", LINUX)
 def test_warns_name_the_function_that_warns(profile: str) -> None:
     m = model(profile)
     assert m.apply(f"raw_release_group {E1}") == Outcome(0, warn=RELEASE_WARN[profile])
@@ -407,7 +419,7 @@ def test_a_release_with_pasids_attached_warns_and_keeps_the_owner() -> None:
     assert m.domain_of(E0) == "default"
 
 
-@pytest.mark.parametrize("profile", BOTH)
+@pytest.mark.parametrize("profile", LINUX)
 def test_no_warn_where_the_kernel_does_not_warn(profile: str) -> None:
     m = model(profile)
     # iommu_detach_device of the attached domain on a singleton group: a real detach.
@@ -428,7 +440,7 @@ def test_no_warn_where_the_kernel_does_not_warn(profile: str) -> None:
     assert m.domain_of(E1) == "default"
 
 
-@pytest.mark.parametrize("profile", BOTH)
+@pytest.mark.parametrize("profile", LINUX)
 def test_raw_detach_of_an_owned_group_goes_back_to_blocking(profile: str) -> None:
     m = model(profile)
     blocking = get_profile(profile).blocking_name()
@@ -446,7 +458,7 @@ def test_raw_detach_of_an_owned_group_goes_back_to_blocking(profile: str) -> Non
 
 # ------------------------------------------------------------------ resync
 
-@pytest.mark.parametrize("profile", BOTH)
+@pytest.mark.parametrize("profile", LINUX)
 def test_resync_after_raw_detach_group_frees_the_old_domain(profile: str) -> None:
     m = model(profile)
     assert run(m, f"alloc a {E2}", f"attach_group a {E2}", "free a") == \
@@ -456,7 +468,7 @@ def test_resync_after_raw_detach_group_frees_the_old_domain(profile: str) -> Non
     assert run(m, "free a") == [(0, False)]
 
 
-@pytest.mark.parametrize("profile", BOTH)
+@pytest.mark.parametrize("profile", LINUX)
 def test_resync_after_raw_release_forgets_claims_and_moved_attachments(profile: str) -> None:
     m = model(profile)
     assert run(m, f"claim_group {E1} o", f"alloc a {E1}", f"attach_dev a {E1}") == \
@@ -524,7 +536,7 @@ def test_set_type_of_a_multi_device_group_types_every_member_6_12() -> None:
     assert {m.domain_of(d) for d in (BR, E2, E3)} == {"identity"}
 
 
-@pytest.mark.parametrize("profile", BOTH)
+@pytest.mark.parametrize("profile", LINUX)
 def test_auto_asks_for_the_kernels_default_type(profile: str) -> None:
     drivers = {E0: NO_DRIVER, E1: OWNED, E2: OWNED, E3: OWNED, BR: NO_DRIVER, NG: OWNED}
     m = Model(get_profile(profile), False, GROUPS, drivers, types={2: "identity"},
@@ -538,7 +550,7 @@ def test_auto_asks_for_the_kernels_default_type(profile: str) -> None:
     assert n.type_of(E0) == "identity"
 
 
-@pytest.mark.parametrize("profile", BOTH)
+@pytest.mark.parametrize("profile", LINUX)
 def test_type_reads_without_a_group_and_type_writes_outlive_a_reset(profile: str) -> None:
     m = model(profile, drivers={E0: NO_DRIVER})
     assert (m.type_of(NG), m.domain_of(NG)) == ("none", "none")
@@ -554,7 +566,13 @@ def test_linux_profiles_differ_in_exactly_the_expected_fields() -> None:
     assert a.keys() == b.keys()
     assert {f for f in a if a[f] != b[f]} == {
         "name", "description", "blocking_type", "has_device_claim", "alloc_needs_iommu",
-        "smmu_finalise_at_attach", "type_rule", "has_replace", "has_pasid", "release_warn"}
+        "smmu_finalise_at_attach", "type_rule", "has_replace", "has_pasid", "release_warn",
+        "alloc_symbol", "pasid_checks", "group_handle_rule"}
+    # 7.2 is 6.12 but for replace (gone), the alloc symbol and facts edu cannot reach.
+    c = dataclasses.asdict(get_profile("linux-7.2"))
+    assert {f for f in b if b[f] != c[f]} == {
+        "name", "description", "has_replace", "alloc_symbol", "pasid_checks",
+        "group_handle_rule", "reset_parking", "smmu_groups_need_driver"}
     # The proposals are 6.1 with another attach rule, nothing else.
     for name in ("proposal-2022", "proposal-2022-alt"):
         p = dataclasses.asdict(get_profile(name))
@@ -654,3 +672,210 @@ def test_dma_through_an_identity_domain_is_refused_by_the_module() -> None:
     assert dma(m, f"dma {E2} e 0x100000 0x100") == (-ENOENT, True, False)
     m.state.drivers[E3] = NO_DRIVER
     assert dma(m, f"dma {E3} d 0x100000 0x100") == (-ENODEV, True, False)
+
+
+# ------------------------------------------------------------------ linux-7.2 (Debian 7.2.13)
+
+# (steps, expected (rc, guard) per step, source in Debian's 7.2.13: file:function:line)
+CASES_72 = [
+    ([f"alloc a {E0}", f"alloc b {E0}", f"attach_group a {E0}", f"replace b {E0}",
+      f"detach_group a {E0}", f"detach_group b {E0}"],
+     [(0, False), (0, False), (0, False), (-EOPNOTSUPP, True), (0, False), (-ENOENT, True)],
+     "iommu.c: no iommu_group_replace_domain (nor its IOMMUFD_INTERNAL export); ih_attach.c: "
+     "op_replace without IH_HAVE_REPLACE guards; the group keeps a"),
+    ([f"alloc a {E1}", f"claim_group {E1} o", f"replace a {E1}", f"release_group {E1}"],
+     [(0, False), (0, False), (-EOPNOTSUPP, True), (0, False)],
+     "replace of an owned group: guarded as well, the claim untouched"),
+    ([f"alloc a {E2}", f"replace a {E2}", f"attach_group a {E2}", f"detach_group a {E2}"],
+     [(0, False), (-EOPNOTSUPP, True), (0, False), (0, False)],
+     "replace of a multi-device group: guarded; iommu.c:iommu_attach_group:2384 still works"),
+    ([f"replace a {E0}", f"alloc a {E0}", f"replace a {NG}"],
+     [(-ENOENT, True), (0, False), (-ENODEV, True)],
+     "ih_attach.c: op_domain_target checks the handle and the group before the export"),
+    ([f"alloc a {NG}"], [(-ENODEV, False)],
+     "iommu.c:__iommu_paging_domain_alloc_flags:2080, ERR_PTR(-ENODEV) unless dev_has_iommu"),
+    ([f"alloc a {E0}", f"attach_dev a {E0}", f"attach_dev a {E0}", f"detach_dev a {E0}"],
+     [(0, False), (0, False), (-EBUSY, False), (0, False)],
+     "iommu.c:__iommu_attach_group:2355, -EBUSY off the default/blocking domain"),
+    ([f"alloc a {E2}", f"attach_dev a {E2}"], [(0, False), (-EINVAL, False)],
+     "iommu.c:iommu_attach_device:2191, -EINVAL unless the group has one device"),
+    ([f"alloc a {E1}", f"attach_dev a {E1}", f"claim_group {E1} o"],
+     [(0, False), (0, False), (-EBUSY, False)],
+     "iommu.c:__iommu_take_dma_ownership:3394, -EBUSY off the default domain"),
+    ([f"claim_group {E1} o", f"claim_group {E1} o"], [(0, False), (-EPERM, False)],
+     "iommu.c:iommu_group_claim_dma_owner:3423, -EPERM while owner_cnt"),
+    ([f"claim_dev {E1} o", f"claim_dev {E1} o", f"claim_dev {E1} p", f"release_dev {E1}",
+      f"release_dev {E1}"],
+     [(0, False), (0, False), (-EPERM, False), (0, False), (0, False)],
+     "iommu.c:iommu_device_claim_dma_owner:3453 counts the same owner, -EPERM for another"),
+    ([f"alloc a {E0}", f"attach_pasid a {E0} 1", f"attach_pasid a {E0} 1",
+      f"attach_pasid a {E0} 0", f"attach_pasid a {NG} 1", f"claim_group {E0} o"],
+     [(0, False), (0, False), (-EBUSY, False), (-EINVAL, False), (-ENODEV, False),
+      (-EBUSY, False)],
+     "iommu.c:iommu_attach_device_pasid:3624 (xa_insert, IOMMU_NO_PASID, no group) and "
+     "__iommu_take_dma_ownership:3394 (pasid_array)"),
+    ([f"set_type {E0} identity", f"set_type {E2} DMA-FQ", f"claim_group {E1} o",
+      f"set_type {E1} identity"],
+     [(0, False), (0, False), (0, False), (-EPERM, False)],
+     "iommu.c:iommu_group_store_type:3253, -EPERM while owner_cnt, any group size"),
+]
+
+
+@pytest.mark.parametrize(("steps", "expected", "source"), CASES_72, ids=[c[2] for c in CASES_72])
+def test_rules_72(steps: list[str], expected: list[tuple[int, bool]], source: str) -> None:
+    assert run(model("linux-7.2"), *steps) == expected, source
+
+
+_CASES_612 = [(c[1], c[2], c[3]) for c in CASES if c[0] == "linux-6.12"]
+
+
+@pytest.mark.parametrize(("steps", "expected", "source"), _CASES_612,
+                         ids=[c[2] for c in _CASES_612])
+def test_72_keeps_every_612_rule_but_replace(steps: list[str], expected: list[tuple[int, bool]],
+                                             source: str) -> None:
+    # Everything the module reaches through edu is 6.12's code in 7.2.13 (iommu.c:
+    # iommu_attach_device:2191, __iommu_attach_group:2355, the ownership calls 3316-3534,
+    # iommu_group_store_type:3253, iommu_attach_device_pasid:3624), except replace.
+    got = run(model("linux-7.2"), *steps)
+    if any(line.startswith("replace ") for line in steps):
+        replaced = [i for i, line in enumerate(steps) if line.startswith("replace ")]
+        assert all(got[i] in ((-EOPNOTSUPP, True), (-ENOENT, True), (-ENODEV, True))
+                   for i in replaced), source
+    else:
+        assert got == expected, source
+
+
+def test_72_keeps_the_612_rules_with_other_drivers() -> None:
+    for profile, drivers, steps, expected, source in DRIVER_CASES:
+        if profile == "linux-6.12":
+            assert run(model("linux-7.2", drivers=drivers), *steps) == expected, source
+
+
+def test_72_warns_where_612_does() -> None:
+    m = model("linux-7.2")
+    # iommu.c:__iommu_release_dma_ownership:3482 and iommu_detach_device:2247.
+    assert m.apply(f"raw_release_group {E1}") == Outcome(0, warn="__iommu_release_dma_ownership")
+    m.apply(f"alloc a {E0}")
+    assert m.apply(f"raw_detach_dev a {E0}") == Outcome(0, warn="iommu_detach_device")
+
+
+def test_72_smmu_maps_before_the_first_attach_and_blocks_silently() -> None:
+    # arm-smmu-v3.c:arm_smmu_domain_alloc_paging_flags:3858 finalises at allocation; the
+    # blocked domain is still an abort STE (arm_smmu_attach_dev_blocked:3833).
+    m = model("linux-7.2", smmu=True)
+    assert run(m, f"alloc d {E0}", "map d 0x100000 0x1000", f"claim_group {E0} o") == \
+        [(0, False)] * 3
+    assert (m.domain_of(E0), dma(m, f"dma {E0} d 0x100000 0x100")) == \
+        ("blocked", (-EIO, False, False))
+
+
+# ------------------------------------------------------------------ choosing a profile
+
+EXPORTS_72 = ("iommu_device_claim_dma_owner", "iommu_attach_device_pasid",
+              "iommu_paging_domain_alloc_flags")
+
+
+@pytest.mark.parametrize(("release", "exports", "name"), [
+    ("6.1.0-56-amd64", (), "linux-6.1"),
+    ("6.1.0-56-arm64", (), "linux-6.1"),
+    ("6.12.118+deb12-arm64", EXPORTS_612, "linux-6.12"),
+    ("6.12.117+deb13-amd64", EXPORTS_612, "linux-6.12"),
+    ("7.2.13+deb14-amd64", EXPORTS_72, "linux-7.2"),
+    ("7.2.12+bpo-arm64", EXPORTS_72, "linux-7.2"),
+    ("7.3.4+bpo-amd64", EXPORTS_72, "linux-7.2"),
+    ("7.3-amd64", EXPORTS_72, "linux-7.2"),  # experimental's 7.3~rc7: no patch level
+    ("7.3.0-rc7", EXPORTS_72, "linux-7.2"),  # a source build
+])
+def test_a_release_whose_series_has_a_profile_gets_it(release: str, exports: tuple[str, ...],
+                                                      name: str) -> None:
+    choice = choose_profile(release, exports)
+    assert (choice.profile.name, choice.assumed, choice.note) == (name, False, "")
+    assert profile_for(release, exports).name == name
+
+
+@pytest.mark.parametrize(("release", "exports", "name", "note"), [
+    ("7.4.0-rc1", EXPORTS_72, "linux-7.2", "no profile for 7.4; assuming linux-7.2"),
+    ("7.4-arm64", EXPORTS_72, "linux-7.2", "no profile for 7.4; assuming linux-7.2"),
+    ("8.0", EXPORTS_72, "linux-7.2", "no profile for 8.0; assuming linux-7.2"),
+    ("7.10.2+deb15-amd64", EXPORTS_72, "linux-7.2", "no profile for 7.10; assuming linux-7.2"),
+    ("6.13.0", EXPORTS_612, "linux-6.12",
+     "no profile for 6.13; assuming linux-6.12 (the nearest older profile)"),
+    ("7.0.0-rc3", (*EXPORTS_612, "iommu_paging_domain_alloc_flags"), "linux-6.12",
+     "no profile for 7.0; assuming linux-6.12 (the nearest older profile); its exports differ "
+     "from what linux-6.12 expects: iommu_paging_domain_alloc_flags present"),
+    ("6.6.0-1-amd64", ("iommu_device_claim_dma_owner", "iommu_group_replace_domain"),
+     "linux-6.1",
+     "no profile for 6.6; assuming linux-6.1 (the nearest older profile); its exports differ "
+     "from what linux-6.1 expects: iommu_device_claim_dma_owner present, "
+     "iommu_group_replace_domain present"),
+    ("8.1", ("iommu_device_claim_dma_owner",), "linux-7.2",
+     "no profile for 8.1; assuming linux-7.2; its exports differ from what linux-7.2 expects: "
+     "iommu_attach_device_pasid missing, iommu_paging_domain_alloc_flags missing"),
+])
+def test_a_release_without_a_profile_is_assumed_with_a_note(release: str,
+                                                             exports: tuple[str, ...],
+                                                             name: str, note: str) -> None:
+    choice = choose_profile(release, exports)
+    assert (choice.profile.name, choice.assumed, choice.note) == (name, True, note)
+    assert profile_for(release, exports).name == name
+    assert dataclasses.is_dataclass(choice)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        choice.assumed = False  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("release", ["5.10.0-30-amd64", "6.0.12", "4.19.0-27-arm64"])
+def test_a_release_older_than_every_profile_is_refused(release: str) -> None:
+    with pytest.raises(ConfigError, match="no model profile for kernel") as info:
+        choose_profile(release, ())
+    assert f"{release}: older than linux-6.1, the oldest profile" in str(info.value)
+    assert "--profile" in str(info.value)
+
+
+@pytest.mark.parametrize("release", ["", "vmlinuz", "linux-7", "7", "v7.2"])
+def test_a_release_without_a_version_is_refused(release: str) -> None:
+    with pytest.raises(ConfigError, match="cannot read a kernel version") as info:
+        choose_profile(release, EXPORTS_72)
+    assert "--profile" in str(info.value)
+
+
+@pytest.mark.parametrize(("release", "exports", "wrong"), [
+    ("7.2.13+deb14-amd64", EXPORTS_612,
+     "iommu_group_replace_domain present, iommu_paging_domain_alloc_flags missing"),
+    ("7.3-amd64", (*EXPORTS_72, "iommu_group_replace_domain"),
+     "iommu_group_replace_domain present"),
+    ("6.12.118+deb12-amd64", EXPORTS_72,
+     "iommu_group_replace_domain missing, iommu_paging_domain_alloc_flags present"),
+    ("7.2.13+deb14-amd64", (), "iommu_device_claim_dma_owner missing"),
+])
+def test_an_exact_series_whose_exports_do_not_fit_is_refused(release: str,
+                                                             exports: tuple[str, ...],
+                                                             wrong: str) -> None:
+    with pytest.raises(ConfigError, match="does not export what profile") as info:
+        choose_profile(release, exports)
+    assert wrong in str(info.value)
+
+
+# The attach, claim, replace, PASID and allocation exports of Debian's 7.2.13+deb14-amd64
+# (its linux-headers package's Module.symvers, every such iommu_* line).
+SYMVERS_72 = "".join(
+    f"0x00000000\t{name}\tvmlinux\tEXPORT_SYMBOL_GPL\t{ns}\n" for name, ns in (
+        ("iommu_alloc_global_pasid", ""), ("iommu_attach_device", ""),
+        ("iommu_attach_device_pasid", ""), ("iommu_attach_group", ""),
+        ("iommu_attach_group_handle", "IOMMUFD_INTERNAL"),
+        ("iommu_attach_handle_get", "IOMMUFD_INTERNAL"), ("iommu_detach_device", ""),
+        ("iommu_detach_device_pasid", ""), ("iommu_detach_group", ""),
+        ("iommu_detach_group_handle", "IOMMUFD_INTERNAL"),
+        ("iommu_device_claim_dma_owner", ""), ("iommu_free_global_pasid", ""),
+        ("iommu_group_claim_dma_owner", ""), ("iommu_group_dma_owner_claimed", ""),
+        ("iommu_paging_domain_alloc_flags", ""),
+        ("iommu_replace_device_pasid", "IOMMUFD_INTERNAL"),
+        ("iommu_replace_group_handle", "IOMMUFD_INTERNAL"), ("iommu_sva_get_pasid", "")))
+
+
+def test_debians_72_exports_choose_linux_72_exactly() -> None:
+    exported = parse_symvers(SYMVERS_72)
+    assert "iommu_group_replace_domain" not in exported
+    for release in ("7.2.13+deb14-amd64", "7.3-amd64"):
+        assert choose_profile(release, exported).profile.name == "linux-7.2"
+    with pytest.raises(ConfigError, match="iommu_group_replace_domain missing"):
+        choose_profile("6.12.118+deb12-amd64", exported)
