@@ -22,13 +22,15 @@ import paramiko
 from .accel import ACCELS
 from .debian.apt import kernel_index
 from .debian.index import format_kernels, resolve_all
-from .differ import Differ, guest_profile
+from .differ import Differ, kernel_profile
 from .errors import ConfigError, HarnessError
 from .guest import Guest
 from .model import Profile, get_profile
+from .model.profiles import ProfileChoice
+from .model.rules import format_diff, format_profiles, format_rules
 from .platforms import PLATFORMS
 from .prepare import DEFAULT_TOPOLOGY, GuestRequest, kernel_record, prepare
-from .scenario import Scenario, format_scenario, load_scenario, topology_file
+from .scenario import Scenario, format_scenario, groups_at_probe, load_scenario, topology_file
 from .sysfs import compare_groups, comparison_json, format_comparison, side_by_side
 from .topology import predict_groups
 
@@ -82,12 +84,26 @@ def build_parser() -> argparse.ArgumentParser:
     scen.add_argument("--profile", help="force the model profile (default: from the kernel)")
     scen.add_argument("--also-profile", action="append", default=[], metavar="PROFILE",
                       help="show what another profile (e.g. proposal-2022) would return")
+    profiles = sub.add_parser("profiles", help="the model's profiles; --diff A B: the rules in "
+                                               "which two differ, with their sources")
+    profiles.add_argument("--diff", nargs=2, metavar=("A", "B"), help="two profile names")
+    profiles.add_argument("--show", metavar="PROFILE", help="every rule of one profile")
     kernels = sub.add_parser("kernels", help="the Debian kernel specs and what each resolves "
                                              "to right now")
     kernels.add_argument("--refresh", action="store_true",
                          help="fetch Debian's lists now, whatever their age")
     kernels.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
+
+
+def cmd_profiles(args: argparse.Namespace) -> int:
+    if args.diff:
+        print(format_diff(get_profile(args.diff[0]), get_profile(args.diff[1])))
+    elif args.show:
+        print(format_rules(get_profile(args.show)))
+    else:
+        print(format_profiles())
+    return 0
 
 
 def cmd_kernels(args: argparse.Namespace) -> int:
@@ -148,8 +164,9 @@ def cmd_groups(args: argparse.Namespace) -> int:
         with Guest(config) as guest:
             bound = guest.bind_topology(args.bind) if args.bind else ()
             actual = guest.groups()
-        comparison = compare_groups(predict_groups(config.topology, config.platform, bound),
-                                    actual)
+        at_probe = groups_at_probe(config.platform, kernel_profile(config.kernel).profile)
+        comparison = compare_groups(predict_groups(config.topology, config.platform, bound,
+                                                   at_probe), actual)
         docs.append({"platform": config.platform.name, "kernel": config.kernel.release,
                      "kernel_resolved": kernel_record(config.kernel),
                      "topology": config.topology.name, "accel": config.accel,
@@ -221,9 +238,16 @@ def cmd_scenario(args: argparse.Namespace) -> int:
             request = replace(_request(args, name), topology=topo_file)
             config = prepare(request)
             with Guest(config) as guest:
-                profile = get_profile(args.profile) if args.profile else guest_profile(guest)
+                choice = ProfileChoice(get_profile(args.profile)) if args.profile \
+                    else kernel_profile(config.kernel)
+                if choice.note:
+                    print(f"iommu-harness: {choice.note}", file=sys.stderr, flush=True)
+                if not args.json:
+                    print(f"# {name}: kernel {config.kernel.describe()}, model profile "
+                          f"{choice.profile.name}{' (assumed)' if choice.assumed else ''}",
+                          flush=True)
                 for scenario in group:
-                    doc = _run_one(guest, scenario, profile, extra, name)
+                    doc = _run_one(guest, scenario, choice, extra, name)
                     docs.append(doc)
                     ok = ok and doc["ok"] is not False
                     if not args.json:
@@ -240,11 +264,14 @@ def _by_topology(scenarios: list[Scenario]) -> dict[Path, list[Scenario]]:
     return groups
 
 
-def _run_one(guest: Guest, scenario: Scenario, profile: Profile, extra: list[Profile],
+def _run_one(guest: Guest, scenario: Scenario, choice: ProfileChoice, extra: list[Profile],
              platform: str) -> dict[str, object]:
+    profile = choice.profile
     head: dict[str, object] = {"scenario": scenario.name, "file": str(scenario.path),
                                "platform": platform, "kernel": guest.config.kernel.release,
-                               "profile": profile.name}
+                               "kernel_resolved": kernel_record(guest.config.kernel),
+                               "profile": profile.name, "profile_assumed": choice.assumed,
+                               "profile_note": choice.note}
     if scenario.profiles and profile.name not in scenario.profiles:
         return {**head, "ok": None, "skipped": f"profile {profile.name} not in "
                                                f"{list(scenario.profiles)}"}
@@ -258,7 +285,7 @@ def _run_one(guest: Guest, scenario: Scenario, profile: Profile, extra: list[Pro
 
 
 COMMANDS = {"boot": cmd_boot, "groups": cmd_groups, "shell": cmd_shell,
-            "scenario": cmd_scenario, "kernels": cmd_kernels}
+            "scenario": cmd_scenario, "kernels": cmd_kernels, "profiles": cmd_profiles}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from .attach import AttachCtl, batch_script, parse_results
 from .dmesg import Event, classify, parse_records
 from .guest import Guest
-from .model import Model, Profile, profile_for
+from .kernel import KernelArtifact
+from .model import Model, Profile
+from .model.profiles import ProfileChoice, choose_profile
 from .modules import parse_symvers
 from .scenario import (
     BIND_KINDS,
@@ -31,13 +33,18 @@ from .topology import Topology, device_bdf
 from .verdict import judge
 
 
-def guest_profile(guest: Guest) -> Profile:
-    """The model profile of the guest's kernel: release and exported symbols."""
-    kernel = guest.config.kernel
+def kernel_profile(kernel: KernelArtifact) -> ProfileChoice:
+    """The model profile of a kernel: its release and exported symbols; for a release no
+    profile was written for, the nearest one, assumed (the choice's note says so)."""
     exported: frozenset[str] = frozenset()
     if kernel.kbuild_dir is not None and (kernel.kbuild_dir / "Module.symvers").is_file():
         exported = parse_symvers((kernel.kbuild_dir / "Module.symvers").read_text())
-    return profile_for(kernel.release, exported)
+    return choose_profile(kernel.release, exported)
+
+
+def guest_profile(guest: Guest) -> Profile:
+    """The model profile of the guest's kernel (see :func:`kernel_profile`)."""
+    return kernel_profile(guest.config.kernel).profile
 
 
 # Kernel events of an IOMMU translation fault, and how many faulting steps within the rate

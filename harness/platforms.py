@@ -51,6 +51,10 @@ class Platform:
     # configured at probe, drivers/base/dd.c: really_probe → pci_dma_configure →
     # of_dma_configure → iommu_probe_device); False where every device gets one at boot (VT-d).
     groups_need_driver: bool = False
+    # True where the devices behind one PCIe-to-PCI bridge share one ID that the IOMMU driver
+    # takes only once (SMMUv3: the bridge's alias stream ID, arm_smmu_insert_master), so only
+    # the first of them to get a group does.
+    alias_taken_once: bool = False
     memory_mb: int = 512
     kvm_capable_host_arch: str = "x86_64"
     user_slots: tuple[int, int] = (1, 0x17)  # root-bus slots a topology may use
@@ -119,6 +123,7 @@ AARCH64_SMMUV3 = Platform(
     fixed_groups=(),  # the host bridge has no driver, hence no group
     default_domain_type="DMA",  # Debian arm64: CONFIG_IOMMU_DEFAULT_DMA_STRICT=y
     groups_need_driver=True,
+    alias_taken_once=True,
     kvm_capable_host_arch="aarch64",
 )
 

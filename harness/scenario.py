@@ -211,6 +211,12 @@ def resolve(line: str, topo: Topology) -> str:
 
 # ---------------------------------------------------------------------------------- model side
 
+def groups_at_probe(platform: Platform, profile: Profile) -> bool:
+    """Whether a device gets its IOMMU group only when a driver probes it: a platform's
+    property (SMMUv3) that a kernel can drop (7.x adds the group at device add)."""
+    return platform.groups_need_driver and profile.smmu_groups_need_driver
+
+
 def build_model(scenario: Scenario, platform: Platform, profile: Profile,
                 drivers: Mapping[str, str | None], bound: Sequence[str],
                 types: Mapping[str, str] | None = None, auto_type: str = "DMA") -> Model:
@@ -218,7 +224,7 @@ def build_model(scenario: Scenario, platform: Platform, profile: Profile,
     and whose drivers are those the guest really has (so the bridge's port driver counts).
     ``types`` maps a device to its group's sysfs type as the guest shows it."""
     topo = scenario.topology
-    predicted = predict_groups(topo, platform, bound)
+    predicted = predict_groups(topo, platform, bound, groups_at_probe(platform, profile))
     groups = {i: [m.bdf for m in g.members] for i, g in enumerate(predicted)}
     kinds = {bdf: driver_kind(name) for bdf, name in drivers.items()}
     found = types or {}

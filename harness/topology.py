@@ -264,14 +264,21 @@ def _device_sort_key(topo: Topology) -> Any:
 
 # ---------------------------------------------------------------------------------- prediction
 
-def _present_devices(topo: Topology, platform: Platform, bound: Sequence[str]) -> set[str]:
-    """Topology devices that should be in a group."""
-    if not platform.groups_need_driver:
-        return {d.id for d in topo.devices}
+def _present_devices(topo: Topology, platform: Platform, bound: Sequence[str],
+                     at_probe: bool) -> set[str]:
+    """Topology devices that should be in a group: every device (added in address order), or
+    with ``at_probe`` those bound, in the order they were; of the devices behind one bridge,
+    only the first where the platform takes the alias once."""
+    if at_probe:
+        order = list(bound)
+    else:
+        order = [d.id for d in sorted(topo.devices, key=lambda d: device_bdf(topo, d))]
+    if not platform.alias_taken_once:
+        return set(order)
     present: set[str] = set()
     bridges_taken: set[str] = set()
     by_id = {d.id: d for d in topo.devices}
-    for ident in bound:
+    for ident in order:
         d = by_id[ident]
         if d.bridge is not None:
             if d.bridge in bridges_taken:
@@ -293,8 +300,8 @@ def device_bdf(topo: Topology, d: Device) -> str:
     return f"0000:{bridge_buses(topo)[d.bridge]:02x}:{d.slot:02x}.0"
 
 
-def predict_groups(topo: Topology, platform: Platform,
-                   bound: Sequence[str] = ()) -> tuple[PredictedGroup, ...]:
+def predict_groups(topo: Topology, platform: Platform, bound: Sequence[str] = (),
+                   groups_at_probe: bool | None = None) -> tuple[PredictedGroup, ...]:
     """The IOMMU groups the guest should form, sorted by their first member's address.
 
     ``bound`` names the topology devices bound to a driver, in the order they were bound.
@@ -304,14 +311,18 @@ def predict_groups(topo: Topology, platform: Platform,
     it form one group; functions of one multifunction slot without ACS share a group
     (get_pci_function_alias_group); any other endpoint on the root bus is its own group.
 
-    Where groups need a driver (SMMUv3), a device joins its group only when a driver probes it,
-    and the bridges (bound at boot by the PCIe port driver) always have theirs. There the
-    devices behind one bridge also share one stream ID (the bridge's alias requester ID), which
-    arm_smmu_insert_master refuses to insert twice ("stream N already in tree",
-    drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c, in Debian 6.1 and 6.12 alike): only the first
-    device bound behind a bridge gets into the group; the others get none.
+    Where groups need a driver (SMMUv3 before 7.x; ``groups_at_probe``, by default the
+    platform's ``groups_need_driver``), a device joins its group only when a driver probes it,
+    and the bridges (bound at boot by the PCIe port driver) always have theirs; from 7.x
+    (iommu_init_device runs the bus's dma_configure at device add) every device gets its group
+    at boot there too. On SMMUv3 the devices behind one bridge also share one stream ID (the
+    bridge's alias requester ID), which arm_smmu_insert_master refuses to insert twice ("stream
+    N already in tree" in Debian 6.1 and 6.12, "Aliasing StreamID ... unsupported" in 7.2):
+    only the first device bound (or added) behind a bridge gets into the group; the others get
+    none.
     """
-    present = _present_devices(topo, platform, bound)
+    at_probe = platform.groups_need_driver if groups_at_probe is None else groups_at_probe
+    present = _present_devices(topo, platform, bound, at_probe)
     typ = platform.default_domain_type
     groups: list[PredictedGroup] = [
         PredictedGroup(tuple(PredictedDevice(bdf, pci_id, "") for bdf, pci_id in fg.members), typ)

@@ -10,8 +10,8 @@ import pytest
 from harness.attach import DRIVER_DMA_API, DRIVER_OWNED, AttachCtl, TegraClient
 from harness.guest import Guest
 from harness.pytest_plugin import GuestPool
+from tests.integration.helpers import KERNELS
 
-KERNELS = ["debian:6.1", "debian:6.12"]
 EDU0, EDU1, EDU2, EDU3 = "0000:00:03.0", "0000:00:04.0", "0000:01:01.0", "0000:01:02.0"
 EINVAL, EBUSY, EPERM, ENOENT = -22, -16, -1, -2
 FAULT_KIND = {"x86_64-vtd": "dmar_fault", "aarch64-smmuv3": "smmu_event"}

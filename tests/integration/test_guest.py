@@ -8,22 +8,29 @@ import re
 import pytest
 
 from harness.channels import Shell
+from harness.differ import guest_profile
 from harness.errors import CommandTimeout, GuestError
 from harness.guest import Guest
 from harness.prepare import TOPOLOGIES_DIR
 from harness.pytest_plugin import GuestPool
+from harness.scenario import groups_at_probe
 from harness.sysfs import compare_groups, diff_snapshots, format_comparison
 from harness.topology import device_bdf, predict_groups
+from tests.integration.helpers import KERNELS
 
 # What each platform's IOMMU driver prints when it comes up (drivers/iommu/intel/dmar.c and
 # drivers/iommu/arm/arm-smmu-v3/arm-smmu-v3.c).
 IOMMU_UP = {"x86_64-vtd": r"DMAR: IOMMU enabled", "aarch64-smmuv3": r"arm-smmu-v3 \S+: ias \d+-bit"}
 SPLATS = re.compile(r"WARNING:|BUG:|Oops|Call Trace:|general protection fault|KASAN")
-KERNELS = ["debian:6.1", "debian:6.12"]
+
+
+def at_probe(g: Guest) -> bool:
+    return groups_at_probe(g.config.platform, guest_profile(g))
 
 
 def assert_groups_match(g: Guest, bound: tuple[str, ...] = ()) -> None:
-    cmp = compare_groups(predict_groups(g.config.topology, g.config.platform, bound), g.groups())
+    cmp = compare_groups(predict_groups(g.config.topology, g.config.platform, bound, at_probe(g)),
+                         g.groups())
     assert cmp.ok, format_comparison(cmp)
 
 
@@ -35,10 +42,11 @@ def test_guest_runs_the_requested_kernel_with_the_iommu_on(guest: Guest, platfor
     assert not SPLATS.search(dmesg)
 
 
-# Both kernels on the default topology; the second topology on 6.1 (a boot costs seconds).
-@pytest.mark.parametrize(("kernel", "topology"), [("debian:6.1", "default"),
+# Every kernel on the default topology; the second topology on 6.1 and the newest (a boot costs
+# seconds).
+@pytest.mark.parametrize(("kernel", "topology"), [*((k, "default") for k in KERNELS),
                                                   ("debian:6.1", "mixed"),
-                                                  ("debian:6.12", "default")])
+                                                  (KERNELS[-1], "mixed")])
 def test_groups_equal_the_prediction_before_and_after_binding(
         guest_pool: GuestPool, platform: str, kernel: str, topology: str) -> None:
     with guest_pool.fresh(platform, kernel, TOPOLOGIES_DIR / f"{topology}.toml") as g:
@@ -49,7 +57,7 @@ def test_groups_equal_the_prediction_before_and_after_binding(
         changes = diff_snapshots(before, g.groups())
         drivers = [c for c in changes if c.endswith("-> pci-stub")]
         joined = [c for c in changes if "added:" in c or c.endswith("joined")]
-        if g.config.platform.groups_need_driver:
+        if at_probe(g):
             assert joined and not drivers  # groups appear as the devices are probed
         else:
             assert len(drivers) == len(g.config.topology.devices) and not joined

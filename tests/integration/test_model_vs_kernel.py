@@ -21,9 +21,9 @@ from harness.model import Profile
 from harness.pytest_plugin import GuestPool
 from harness.scenario import Scenario, Step, load_scenario
 from harness.topology import Topology
+from tests.integration.helpers import KERNELS, spec_profile
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").glob("*.toml"))
-KERNELS = ["debian:6.1", "debian:6.12"]
 DEVICES = ["edu0", "edu1", "edu2", "edu3"]
 HANDLES = ["a", "b"]
 
@@ -71,7 +71,7 @@ def _catalogue() -> list[tuple[Path, str]]:
     pairs = []
     for path in SCENARIOS:
         wanted = tomllib.loads(path.read_text()).get("profiles", [])
-        pairs += [(path, k) for k in KERNELS if not wanted or f"linux-{k[7:]}" in wanted]
+        pairs += [(path, k) for k in KERNELS if not wanted or spec_profile(k) in wanted]
     return pairs
 
 
