@@ -1,10 +1,11 @@
 """Building guest_modules/ with the target kernel's own kbuild, and checking what was built.
 
 Modules are built natively or, for arm64, with the cross compiler against Debian's arm64
-headers (whose scripts/ are the host's own linux-kbuild package), cached by (source hash,
-kernel release, arch). Before a module goes into a guest its ELF is checked with pyelftools:
-the machine, the vermagic against the kernel release, and every symbol it needs against the
-kernel's Module.symvers.
+headers (whose scripts/ are the host's own linux-kbuild package), with the compiler the
+kernel's headers name: the host's, or a toolchain root's (harness.toolchain). They are cached by
+(source hash, kernel release, arch, toolchain). Before a module goes into a guest its ELF is
+checked with pyelftools: the machine, the vermagic against the kernel release, and every symbol
+it needs against the kernel's Module.symvers.
 """
 
 from __future__ import annotations
@@ -22,10 +23,9 @@ from . import cache, hostcmd
 from .errors import ConfigError, KernelError
 from .kernel import KernelArtifact
 from .platforms import Platform
+from .toolchain import CROSS_COMPILE, toolchain_for
 
 GUEST_MODULES_DIR = Path(__file__).resolve().parent.parent / "guest_modules"
-CROSS_COMPILE = {"aarch64": "aarch64-linux-gnu-"}
-KBUILD_ARCH = {"x86_64": "x86", "aarch64": "arm64"}
 ELF_MACHINE = {"x86_64": "EM_X86_64", "aarch64": "EM_AARCH64"}
 
 
@@ -129,18 +129,20 @@ def build_modules(kernel: KernelArtifact, platform: Platform,
     if kernel.kbuild_dir is None:
         raise ConfigError(f"kernel {kernel.release} has no headers to build modules with",
                           "pass --headers DIR")
+    kbuild_dir = kernel.kbuild_dir
+    toolchain = toolchain_for(kbuild_dir, platform.arch, kernel.suite)
     files = _source_files(source)
-    key = cache.digest([kernel.release, platform.arch,
+    key = cache.digest([kernel.release, platform.arch, toolchain.identity,
                         *(f"{p.relative_to(source)}\0{p.read_text()}" for p in files)])
     entry = cache.cache_root() / "modules" / f"{kernel.release}-{key}"
     entry.parent.mkdir(parents=True, exist_ok=True)
 
     def build(tmp: Path) -> None:
         src = tmp / "src"
-        shutil.copytree(source, src)
-        hostcmd.run(["make", "-s", "-C", str(kernel.kbuild_dir), f"M={src}",
-                     *_cross_args(platform), "modules"], what=f"building guest modules for "
-                    f"{kernel.release}", timeout=600)
+        shutil.copytree(source, src, ignore=shutil.ignore_patterns("tools"))
+        toolchain.make(["-s", "modules"], kbuild_dir=kbuild_dir, src_dir=src,
+                       what=f"building guest modules for {kernel.release} with "
+                            f"{toolchain.identity}", timeout=600)
         for ko in src.rglob("*.ko"):
             shutil.move(str(ko), tmp / ko.name)
         shutil.rmtree(src)
@@ -171,10 +173,3 @@ def build_tools(platform: Platform, source: Path = TOOLS_DIR) -> tuple[Path, ...
 
     cache.ensure_dir(entry, build)
     return tuple(sorted(p for p in entry.iterdir() if p.is_file()))
-
-
-def _cross_args(platform: Platform) -> list[str]:
-    if platform.arch == os.uname().machine:
-        return []
-    return [f"ARCH={KBUILD_ARCH[platform.arch]}", f"CROSS_COMPILE={CROSS_COMPILE[platform.arch]}"]
-

@@ -1,19 +1,25 @@
-"""ELF checks on real modules built by the harness (tests/data, stripped of debug info)."""
+"""ELF checks on real modules built by the harness (tests/data, stripped of debug info), and the
+module cache (a fake toolchain)."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
 
+from harness import cache, modules
+from harness.artifact import KernelArtifact
 from harness.modules import (
     ModuleCheckError,
     ModuleInfo,
+    build_modules,
     module_problem,
     parse_modinfo,
     parse_symvers,
     read_module,
 )
+from harness.platforms import X86_64_VTD
 from tests.conftest import DATA
 
 X86 = read_module(DATA / "ih_smoke-6.1.0-56-amd64.ko")
@@ -62,3 +68,52 @@ def test_not_a_module(tmp_path: Path) -> None:
                                     .replace(b".modinfo", b".notinfo"))
     with pytest.raises(ModuleCheckError, match="not a kernel module"):
         read_module(tmp_path / "x.ko")
+
+
+class FakeToolchain:
+    """Builds by copying a real module into the build folder; counts its builds."""
+
+    def __init__(self, identity: str) -> None:
+        self.identity = identity
+        self.builds: list[tuple[list[str], Path, Path]] = []
+
+    def make(self, args: list[str], *, kbuild_dir: Path, src_dir: Path, what: str,
+             timeout: float) -> None:
+        self.builds.append((args, kbuild_dir, src_dir))
+        assert not (src_dir / "tools").exists()  # the guest tools are not kbuild's business
+        shutil.copy(DATA / "ih_smoke-6.1.0-56-amd64.ko", src_dir / "ih_smoke.ko")
+
+
+def test_build_modules_keys_its_cache_by_toolchain(tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(cache.ENV_CACHE, str(tmp_path / "cache"))
+    kbuild = tmp_path / "headers"
+    kbuild.mkdir()
+    shutil.copy(DATA / "Module.symvers-6.1.0-56-amd64.excerpt", kbuild / "Module.symvers")
+    source = tmp_path / "guest_modules"
+    (source / "tools").mkdir(parents=True)
+    (source / "Kbuild").write_text("obj-m += ih_smoke.o\n")
+    (source / "ih_smoke.c").write_text("/* */\n")
+    (source / "tools" / "t.c").write_text("int main(void) { return 0; }\n")
+    kernel = KernelArtifact(spec="debian:6.1", release="6.1.0-56-amd64", debian_arch="amd64",
+                            image=kbuild, boot_image=kbuild, config_path=kbuild / ".config",
+                            modules_dir=None, kbuild_dir=kbuild, suite="bookworm")
+    chains = {name: FakeToolchain(name)
+              for name in ("host:gcc-12", "toolchains/bookworm-gcc-12:gcc-12")}
+    asked: list[tuple[Path, str, str | None]] = []
+    current = ["host:gcc-12"]
+
+    def toolchain_for(kbuild_dir: Path, arch: str, suite: str | None) -> FakeToolchain:
+        asked.append((kbuild_dir, arch, suite))
+        return chains[current[0]]
+
+    monkeypatch.setattr(modules, "toolchain_for", toolchain_for)
+    first = build_modules(kernel, X86_64_VTD, source)
+    assert [p.name for p in first] == ["ih_smoke.ko"]
+    assert asked == [(kbuild, "x86_64", "bookworm")]
+    assert chains["host:gcc-12"].builds[0][0] == ["-s", "modules"]
+    assert build_modules(kernel, X86_64_VTD, source) == first  # cached
+    assert len(chains["host:gcc-12"].builds) == 1
+    current[0] = "toolchains/bookworm-gcc-12:gcc-12"  # another compiler: another entry
+    other = build_modules(kernel, X86_64_VTD, source)
+    assert other != first and len(chains[current[0]].builds) == 1
