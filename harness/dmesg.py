@@ -113,6 +113,10 @@ _REPORT_STARTS: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("hung_task", re.compile(r"INFO: task ([^:]+):\d+ blocked for more than \d+ seconds")),
     ("refcount", re.compile(r"refcount_t: ([\w -]+?)[;.]")),
     ("list_corruption", re.compile(r"(list_(?:add|del)) corruption")),
+    # 7.x: "WARNING: file:line at func+0x../0x.. [module], CPU#0: comm/pid"
+    ("warning", re.compile(r"WARNING: (\S+?):(\d+) at " + _FUNC + r"(?: \[[\w]+\])?, CPU#")),
+    ("warning", re.compile(r"WARNING: (\S+) at \S+, CPU#\d+")),
+    # 6.x: "WARNING: CPU: 0 PID: 1 at file:line func+0x../0x.. [module]"
     ("warning", re.compile(r"WARNING: CPU: \d+ PID: \d+ at (\S+?):?(\d+)? " + _FUNC)),
     ("warning", re.compile(r"WARNING: CPU: \d+ PID: \d+ at (\S+) ")),
     ("bug", re.compile(r"kernel BUG at (\S+?):(\d+)!")),

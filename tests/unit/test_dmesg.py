@@ -43,6 +43,18 @@ def test_a_module_warning_is_one_event_with_function_and_location(tag: str) -> N
     assert warning.lines[0].startswith("WARNING: CPU: 0 PID: ")
     assert warning.lines[-1].startswith("---[ end trace")
     assert any("Call trace:" in line or "Call Trace:" in line for line in warning.lines)
+
+
+# 7.x prints "WARNING: file:line at func+off/size [module], CPU#0: comm/pid" (the 6.x line was
+# "WARNING: CPU: 0 PID: 1 at file:line func+off/size"), written down from Debian 7.2.13 guests.
+@pytest.mark.parametrize("arch", ["x86", "arm64"])
+def test_a_7x_warning_is_one_event_with_function_and_location(arch: str) -> None:
+    [warning] = splats(events_of(text(f"warn-{arch}-7.2.kmsg")))
+    assert (warning.kind, warning.signature) == ("warning", "warning:ih_smoke_init")
+    assert warning.detail("location") == "ih_smoke.c:88"
+    assert warning.lines[0].startswith("WARNING: ih_smoke.c:88 at ih_smoke_init+")
+    assert warning.lines[-1].startswith("---[ end trace")
+    assert any("Call trace:" in line or "Call Trace:" in line for line in warning.lines)
     # /dev/kmsg records carry sequence numbers: the event knows where it starts and ends.
     assert warning.first_seq is not None and warning.last_seq is not None
     assert warning.last_seq - warning.first_seq == len(warning.lines) - 1
@@ -187,3 +199,10 @@ def test_an_rcu_stall_is_one_event(tag: str, flavour: str) -> None:
     report within the capture's window, so it has no log here)."""
     stalls = splats(events_of(text(f"rcustall-{tag}.kmsg")))
     assert [e.signature for e in stalls] == [f"rcu_stall:{flavour}"]
+
+
+@pytest.mark.parametrize("arch", ["x86", "arm64"])
+def test_a_7x_refcount_report_absorbs_its_warning(arch: str) -> None:
+    [ref] = splats(events_of(text(f"refcount-{arch}-7.2.kmsg")))
+    assert ref.signature == "refcount:decrement hit 0:ih_smoke_init"
+    assert ref.detail("location") == "lib/refcount.c:31"
