@@ -43,7 +43,15 @@ def run_bytes(argv: Sequence[str], *, cwd: Path | None = None, timeout: float = 
         raise HostToolError(f"{what or argv[0]} timed out after {timeout:.0f}s: "
                             f"{shlex.join(argv)}") from exc
     if proc.returncode != 0:
-        tail = " | ".join(proc.stderr.decode(errors="replace").strip().splitlines()[-3:])
+        tail = " | ".join(failure_lines(proc.stderr.decode(errors="replace")))
         raise HostToolError(f"{what or argv[0]} failed (exit {proc.returncode}): {tail}",
                             f"command was: {shlex.join(argv)}")
     return proc.stdout
+
+
+def failure_lines(stderr: str, keep: int = 3) -> list[str]:
+    """What to show of a failed program's stderr: its first ``error:`` lines (a compiler's,
+    which make's closing "Error 2" lines would otherwise hide), else its last lines."""
+    lines = [line.strip() for line in stderr.strip().splitlines() if line.strip()]
+    errors = [line for line in lines if "error:" in line.lower() and "***" not in line]
+    return errors[:keep] if errors else lines[-keep:]

@@ -106,3 +106,14 @@ def test_cli_malformed_topology(tmp_path: Path) -> None:
     proc = cli("groups", "--topology", str(topo), "--out", str(tmp_path))
     assert proc.returncode == 2
     assert "slot 0x19 is used by the harness's virtio-net-pci" in proc.stderr
+
+
+def test_a_failed_build_shows_the_compilers_error_not_makes() -> None:
+    from harness.hostcmd import failure_lines
+    stderr = ("  CC [M]  ih_attach.o\n"
+              "ih_attach.c:12:5: error: implicit declaration of function 'iommu_foo'\n"
+              "make[3]: *** [scripts/Makefile.build:294: ih_attach.o] Error 1\n"
+              "make[2]: *** [Makefile:2222: .] Error 2\n")
+    assert failure_lines(stderr) == ["ih_attach.c:12:5: error: implicit declaration of function "
+                                     "'iommu_foo'"]
+    assert failure_lines("a\nb\nc\nd\n") == ["b", "c", "d"]
