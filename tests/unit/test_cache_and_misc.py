@@ -14,6 +14,7 @@ import pytest
 from harness import cache
 from harness.deadline import Deadline
 from harness.guest import parse_forwarded_port
+from harness.hostcmd import failure_lines
 from tests.conftest import DATA
 
 
@@ -109,7 +110,6 @@ def test_cli_malformed_topology(tmp_path: Path) -> None:
 
 
 def test_a_failed_build_shows_the_compilers_error_not_makes() -> None:
-    from harness.hostcmd import failure_lines
     stderr = ("  CC [M]  ih_attach.o\n"
               "ih_attach.c:12:5: error: implicit declaration of function 'iommu_foo'\n"
               "make[3]: *** [scripts/Makefile.build:294: ih_attach.o] Error 1\n"
