@@ -15,13 +15,18 @@ $(STAMP): pyproject.toml
 	@$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
 	@rm -f $(VENV)/.stamp-* && touch $@
 
-# The default suite: every platform's IOMMU groups against the topology's prediction, side by
-# side (test devices bound to pci-stub, so SMMUv3 gives them groups), then the scenario
-# catalogue on the kernel and the model, with the 2022 proposal's answers beside them.
+# The default suite: the Debian kernels the specs resolve to now; every platform's IOMMU groups
+# against the topology's prediction, side by side (test devices bound to pci-stub, so SMMUv3
+# before 7.x gives them groups); then the scenario catalogue on the kernel and the model: on 6.1
+# with the 2022 proposal's answers beside it, and on the newest kernel Debian has with the
+# linux-6.12 profile's answers beside it (what changed since).
 run: deps
+	$(VENV)/bin/iommu-harness kernels
 	$(VENV)/bin/iommu-harness groups --platform all --kernel debian:6.1 --bind pci-stub
 	$(VENV)/bin/iommu-harness scenario tests/scenarios/*.toml --platform all \
 		--kernel debian:6.1 --also-profile proposal-2022
+	$(VENV)/bin/iommu-harness scenario tests/scenarios/*.toml --platform all \
+		--kernel debian:newest --also-profile linux-6.12
 
 lint: deps
 	$(VENV)/bin/ruff check harness tests bench
@@ -38,9 +43,9 @@ test: lint
 
 bench: deps
 	$(PY) bench/boot.py --platform x86_64-vtd --platform aarch64-smmuv3 \
-		--kernel debian:6.1 --kernel debian:6.12
+		--kernel debian:6.1 --kernel debian:6.12 --kernel debian:7.2
 	$(PY) bench/ops.py --platform x86_64-vtd --platform aarch64-smmuv3 \
-		--kernel debian:6.1 --kernel debian:6.12
+		--kernel debian:6.1 --kernel debian:6.12 --kernel debian:7.2
 	$(PY) bench/model.py
 
 clean:

@@ -55,6 +55,9 @@ class Platform:
     # takes only once (SMMUv3: the bridge's alias stream ID, arm_smmu_insert_master), so only
     # the first of them to get a group does.
     alias_taken_once: bool = False
+    # Groups of the machine's own driverless devices, formed only where groups come at device
+    # add rather than at driver probe (SMMUv3 with 7.x kernels: the host bridge).
+    driverless_groups: tuple[FixedGroup, ...] = ()
     memory_mb: int = 512
     kvm_capable_host_arch: str = "x86_64"
     user_slots: tuple[int, int] = (1, 0x17)  # root-bus slots a topology may use
@@ -120,7 +123,8 @@ AARCH64_SMMUV3 = Platform(
     required_any=_VIRTIO_OPTIONS,
     guest_modules=_GUEST_MODULES,
     infra=_INFRA,
-    fixed_groups=(),  # the host bridge has no driver, hence no group
+    fixed_groups=(),  # the host bridge has no driver, hence no group before 7.x
+    driverless_groups=(FixedGroup((("0000:00:00.0", "1b36:0008"),)),),  # QEMU's gpex host bridge
     default_domain_type="DMA",  # Debian arm64: CONFIG_IOMMU_DEFAULT_DMA_STRICT=y
     groups_need_driver=True,
     alias_taken_once=True,

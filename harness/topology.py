@@ -326,7 +326,8 @@ def predict_groups(topo: Topology, platform: Platform, bound: Sequence[str] = ()
     typ = platform.default_domain_type
     groups: list[PredictedGroup] = [
         PredictedGroup(tuple(PredictedDevice(bdf, pci_id, "") for bdf, pci_id in fg.members), typ)
-        for fg in platform.fixed_groups
+        for fg in (*platform.fixed_groups,
+                   *(platform.driverless_groups if not at_probe else ()))
     ]
     for infra in platform.infra:
         groups.append(PredictedGroup(
