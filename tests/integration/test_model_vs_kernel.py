@@ -66,23 +66,30 @@ OPS = st.one_of(
 )
 
 
-def _catalogue() -> list[tuple[Path, str]]:
-    """Each scenario with each Debian kernel its profile constraint admits."""
+def _catalogue(platform: str | None = None) -> list[tuple[Path, str]]:
+    """Each scenario with each Debian kernel its profile constraint admits: those for every
+    platform, or (``platform``) those written for that platform alone."""
     pairs = []
     for path in SCENARIOS:
-        wanted = tomllib.loads(path.read_text()).get("profiles", [])
+        doc = tomllib.loads(path.read_text())
+        wanted, only = doc.get("profiles", []), doc.get("platforms", [])
+        if (platform is None and only) or (platform is not None and platform not in only):
+            continue
         pairs += [(path, k) for k in KERNELS if not wanted or spec_profile(k) in wanted]
     return pairs
 
 
-@pytest.mark.parametrize(("path", "kernel"), _catalogue(),
-                         ids=[f"{p.stem}-{k[7:]}" for p, k in _catalogue()])
-def test_scenario_catalogue_agrees_with_the_kernel(guest_pool: GuestPool, platform: str,
-                                                   kernel: str, path: Path) -> None:
+def _ids(pairs: list[tuple[Path, str]]) -> list[str]:
+    return [f"{p.stem}-{k[7:]}" for p, k in pairs]
+
+
+def run_catalogue_scenario(guest_pool: GuestPool, platform: str, kernel: str,
+                           path: Path) -> None:
     g = guest_pool.get(platform, kernel)
     scenario = load_scenario(path, g.config.platform)
     profile = guest_profile(g)
     assert not scenario.profiles or profile.name in scenario.profiles
+    assert not scenario.platforms or platform in scenario.platforms
     differ = Differ(g, scenario.topology, profile)
     differ.setup(scenario)
     reports = [differ.step(i + 1, s) for i, s in enumerate(scenario.steps)]
@@ -90,6 +97,26 @@ def test_scenario_catalogue_agrees_with_the_kernel(guest_pool: GuestPool, platfo
     problems = [f"step {r.index} {r.label}: {'; '.join(r.problems)}" for r in reports
                 if not r.ok]
     assert not problems, "\n".join(problems)
+
+
+@pytest.mark.parametrize(("path", "kernel"), _catalogue(), ids=_ids(_catalogue()))
+def test_scenario_catalogue_agrees_with_the_kernel(guest_pool: GuestPool, platform: str,
+                                                   kernel: str, path: Path) -> None:
+    run_catalogue_scenario(guest_pool, platform, kernel, path)
+
+
+@pytest.mark.harness_platforms("aarch64-smmuv3", reason="scenarios of SMMUv3's own rules")
+@pytest.mark.parametrize(("path", "kernel"), _catalogue("aarch64-smmuv3"),
+                         ids=_ids(_catalogue("aarch64-smmuv3")))
+def test_smmuv3_scenarios_agree_with_the_kernel(guest_pool: GuestPool, platform: str,
+                                                kernel: str, path: Path) -> None:
+    run_catalogue_scenario(guest_pool, platform, kernel, path)
+
+
+def test_every_scenario_is_in_the_catalogue() -> None:
+    # A scenario restricted to a platform that has no test of its own above would never run.
+    restricted = {tuple(tomllib.loads(p.read_text()).get("platforms", [])) for p in SCENARIOS}
+    assert restricted <= {(), ("aarch64-smmuv3",)}
 
 
 # A wall-clock bound per fuzzing run besides the example budget: once it is spent the
