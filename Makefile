@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.stamp-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+# pytest-xdist workers for the tests: one guest at a time each, so one per core, at most 4.
+TEST_JOBS ?= $(shell n=$$(nproc); [ $$n -gt 4 ] && n=4; echo $$n)
 
 .PHONY: deps run test unit integration lint bench clean
 
@@ -36,10 +38,10 @@ unit: deps
 	$(PY) -m pytest tests/unit -q
 
 integration: deps
-	$(PY) -m pytest tests/integration -q
+	$(PY) -m pytest tests/integration -q -n $(TEST_JOBS)
 
 test: lint
-	$(PY) -m pytest tests -q
+	$(PY) -m pytest tests -q -n $(TEST_JOBS)
 
 bench: deps
 	$(PY) bench/boot.py --platform x86_64-vtd --platform aarch64-smmuv3 \
