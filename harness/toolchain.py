@@ -48,9 +48,6 @@ ROOT_EXCLUDES = (
 # Sets up merged /usr itself where the suite has usr-is-merged (bookworm would otherwise pull in
 # usrmerge and with it a whole perl: 60 MB).
 MERGED_USR_HOOK = "/usr/share/mmdebstrap/hooks/maybe-merged-usr"
-# Host apt settings a root's apt inherits (this site's mirror serves Release files past their
-# Valid-Until date, which the host's apt is told to accept).
-INHERITED_APT_OPTIONS = ("Acquire::Check-Valid-Until", "Acquire::Check-Date")
 MNT_KERNEL, MNT_SRC = "/mnt/kernel", "/mnt/src"
 # Run inside `unshare --mount`: the root read-only, a private /tmp, the kernel tree (read-only)
 # and the module folder under /mnt, then the command chrooted with a clean environment.
@@ -253,14 +250,9 @@ def pick_suites(candidates: Iterable[tuple[str, ...]], carried: Mapping[str, fro
     return None
 
 
-def inherited_apt_options(apt_config_dump: str) -> tuple[str, ...]:
-    """The host's settings of :data:`INHERITED_APT_OPTIONS`, from ``apt-config dump``."""
-    options = []
-    for line in apt_config_dump.splitlines():
-        key, _, value = line.partition(" ")
-        if key in INHERITED_APT_OPTIONS:
-            options.append(f"{key} {value.rstrip(';')}")
-    return tuple(options)
+def root_apt_options() -> tuple[str, ...]:
+    """The apt settings of a root's making: those of the harness's own apt configuration."""
+    return tuple(f'{key} "{value}"' for key, value in apt.ACQUIRE_OPTIONS.items())
 
 
 def mirror_line(suite: str) -> str:
@@ -331,11 +323,10 @@ def _carried(packages: Sequence[str], debian_arch: str) -> dict[str, frozenset[s
 def _make_root(entry: Path, suites: Sequence[str], gcc: str, host_arch: str) -> None:
     root = entry / "root"
     packages = root_packages(gcc, host_arch, suites)
-    dump = hostcmd.run(["apt-config", "dump"], what="apt-config dump")
     apt.notice(f"making a toolchain root of {'+'.join(suites)} with {gcc} (once; about 30 s and "
             f"250 MB)")
     started = time.monotonic()
-    hostcmd.run(mmdebstrap_argv(root, suites, packages, inherited_apt_options(dump)),
+    hostcmd.run(mmdebstrap_argv(root, suites, packages, root_apt_options()),
                 what=f"making the {gcc} toolchain root", timeout=1800)
     seconds = time.monotonic() - started
     versions = {}

@@ -53,6 +53,13 @@ def sources_list() -> str:
     return "\n".join(lines) + "\n"
 
 
+# Signatures are checked; a Release file's Valid-Until date is not. Mirrors, caching proxies and
+# snapshot mirrors (this workplace's among them) serve Release files past that date, and the
+# packages only go into the cache, guests and toolchain roots, never onto the host. Ours, so a
+# host's own apt settings change nothing.
+ACQUIRE_OPTIONS = {"Acquire::Check-Valid-Until": "false", "Acquire::Check-Date": "false"}
+
+
 def apt_options(root: Path) -> list[str]:
     """``-o`` options that make apt-get and apt-cache use only our configuration."""
     opts = {
@@ -65,6 +72,7 @@ def apt_options(root: Path) -> list[str]:
         "Dir::Cache": root / "cache",
         "Acquire::Languages": "none",
         "APT::Sandbox::User": "root" if os.geteuid() == 0 else "",
+        **ACQUIRE_OPTIONS,
     }
     argv = []
     for key, value in opts.items():

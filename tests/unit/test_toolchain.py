@@ -14,13 +14,13 @@ from harness.toolchain import (
     Toolchain,
     compiler_package,
     in_root_argv,
-    inherited_apt_options,
     kernel_compiler,
     kernel_tree,
     mmdebstrap_argv,
     parse_kernelvariables,
     parse_madison,
     pick_suites,
+    root_apt_options,
     root_packages,
     toolchain_for,
     toolchain_suites,
@@ -147,12 +147,9 @@ def test_madison_and_the_suite_picked() -> None:
         "bookworm",)
 
 
-def test_inherited_apt_options() -> None:
-    dump = ('APT::Sandbox::User "_apt";\nAcquire::Check-Valid-Until "false";\n'
-            'Acquire::Check-Date "false";\nAcquire::Languages:: "none";\n')
-    assert inherited_apt_options(dump) == ('Acquire::Check-Valid-Until "false"',
-                                           'Acquire::Check-Date "false"')
-    assert inherited_apt_options('Acquire::Languages "";\n') == ()
+def test_roots_are_made_with_the_harness_apt_settings_not_the_hosts() -> None:
+    assert root_apt_options() == ('Acquire::Check-Valid-Until "false"',
+                                  'Acquire::Check-Date "false"')
 
 
 def test_mmdebstrap_argv() -> None:
