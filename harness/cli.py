@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import select
+import shlex
 import signal
 import sys
 import termios
@@ -126,6 +127,12 @@ def _request(args: argparse.Namespace, platform: str) -> GuestRequest:
                         out_root=args.out, boot_timeout=args.boot_timeout)
 
 
+def command_line(words: Sequence[str]) -> str:
+    """``boot -- CMD...``: one word is a shell command line as it is (``-- 'a; b'``); several
+    are an argv, each word kept whole (``-- sh -c 'exit 7'``), as ``docker exec`` takes them."""
+    return words[0] if len(words) == 1 else shlex.join(words)
+
+
 def cmd_boot(args: argparse.Namespace) -> int:
     command = list(args.cmd)
     if command and command[0] == "--":
@@ -142,9 +149,12 @@ def cmd_boot(args: argparse.Namespace) -> int:
                       f"control shell ready in {ready:.2f}s; logs in {config.out_dir}")
                 codes.append(0)
                 continue
-            shell = guest.ssh if args.ssh else guest.serial
-            assert shell is not None
-            result = shell.run(" ".join(command), timeout=args.timeout)
+            line = command_line(command)
+            if args.ssh:
+                assert guest.ssh is not None
+                result = guest.ssh.run(line, timeout=args.timeout)
+            else:
+                result = guest.run(line, timeout=args.timeout)  # a death names its cause
         if len(platforms) > 1:
             print(f"== {config.platform.name} ({config.kernel.release}): exit {result.exit_code}",
                   flush=True)

@@ -91,6 +91,25 @@ def test_cli_boot_returns_the_command_exit_code(tmp_path: Path, platform: str) -
     assert PLATFORMS[platform].cmdline[0].encode() in proc.stdout
 
 
+def test_cli_boot_words_are_an_argv(tmp_path: Path, platform: str) -> None:
+    proc = subprocess.run([*HARNESS, "boot", "--platform", platform, "--out", str(tmp_path),
+                           "--", "sh", "-c", "echo 'a  b'; exit 7"], capture_output=True,
+                          timeout=180, check=False)
+    assert proc.returncode == 7, proc.stderr
+    assert proc.stdout == b"a  b\n"
+
+
+def test_cli_boot_names_the_fatal_event_when_the_guest_dies(tmp_path: Path,
+                                                           platform: str) -> None:
+    proc = subprocess.run([*HARNESS, "boot", "--platform", platform, "--out", str(tmp_path),
+                           "--", "sh", "-c", "echo c > /proc/sysrq-trigger"],
+                          capture_output=True, timeout=180, check=False)
+    assert proc.returncode == 2
+    [line] = proc.stderr.decode().strip().splitlines()
+    assert line.startswith("iommu-harness: error: the guest died during "), line
+    assert "panic:sysrq triggered crash" in line, line
+
+
 def test_cli_groups_json(tmp_path: Path, platform: str) -> None:
     proc = subprocess.run([*HARNESS, "groups", "--platform", platform, "--bind", "pci-stub",
                            "--json", "--out", str(tmp_path)],

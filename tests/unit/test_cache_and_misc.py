@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from harness import cache
+from harness.cli import command_line
 from harness.deadline import Deadline
 from harness.guest import parse_forwarded_port
 from harness.hostcmd import failure_lines
@@ -117,3 +118,10 @@ def test_a_failed_build_shows_the_compilers_error_not_makes() -> None:
     assert failure_lines(stderr) == ["ih_attach.c:12:5: error: implicit declaration of function "
                                      "'iommu_foo'"]
     assert failure_lines("a\nb\nc\nd\n") == ["b", "c", "d"]
+
+
+def test_boot_command_words_are_an_argv_one_word_a_command_line() -> None:
+    assert command_line(["cat /proc/cmdline; exit 3"]) == "cat /proc/cmdline; exit 3"
+    assert command_line(["sh", "-c", "exit 7"]) == "sh -c 'exit 7'"
+    assert command_line(["sh", "-c", "echo c > /proc/sysrq-trigger"]) == \
+        "sh -c 'echo c > /proc/sysrq-trigger'"
