@@ -302,7 +302,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if getattr(args, "verbose", False) else logging.WARNING,
                         format="iommu-harness: %(message)s")
-    # SIGTERM/SIGHUP unwind like Ctrl-C so every guest is stopped and reaped on the way out.
+    # SIGTERM/SIGHUP unwind like Ctrl-C so every guest is stopped and reaped on the way out;
+    # SIGINT is Ctrl-C's KeyboardInterrupt even when started with it ignored (nohup ... &, cron).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _terminate)
     signal.signal(signal.SIGHUP, _terminate)
     try:

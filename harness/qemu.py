@@ -89,8 +89,18 @@ _PR_SET_PDEATHSIG = 1
 _live: weakref.WeakSet[QemuProcess] = weakref.WeakSet()
 
 
+def default_signals() -> None:
+    """In a child before exec: the default dispositions of the signals the harness stops its
+    children with, whatever it inherited (a harness started from ``nohup ... &`` or cron has
+    SIGINT and SIGQUIT ignored, and an ignored disposition survives exec)."""
+    for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def _die_with_parent(parent: int) -> None:
-    """In the child before exec: SIGKILL when the harness dies, even by SIGKILL."""
+    """In the child before exec: SIGKILL when the harness dies, even by SIGKILL; default
+    signal dispositions."""
+    default_signals()
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect

@@ -125,3 +125,29 @@ def test_boot_command_words_are_an_argv_one_word_a_command_line() -> None:
     assert command_line(["sh", "-c", "exit 7"]) == "sh -c 'exit 7'"
     assert command_line(["sh", "-c", "echo c > /proc/sysrq-trigger"]) == \
         "sh -c 'echo c > /proc/sysrq-trigger'"
+
+
+def test_children_get_default_signals_whatever_was_inherited() -> None:
+    # As under `nohup ... &` or cron: SIGINT ignored in the parent, and so in its children.
+    code = ("import signal, subprocess, sys\n"
+            "from harness.qemu import default_signals\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "probe = [sys.executable, '-c',\n"
+            "         'import signal; print(signal.getsignal(2) == signal.SIG_IGN)']\n"
+            "print(subprocess.run(probe, capture_output=True, text=True).stdout.strip())\n"
+            "print(subprocess.run(probe, capture_output=True, text=True,\n"
+            "                     preexec_fn=default_signals).stdout.strip())\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["True", "False"]  # ignored without the reset, not with it
+
+
+def test_the_cli_takes_sigint_even_when_started_with_it_ignored() -> None:
+    code = ("import signal\n"
+            "signal.signal(signal.SIGINT, signal.SIG_IGN)\n"
+            "from harness.cli import main\n"
+            "main(['profiles'])\n"
+            "print('AFTER', signal.getsignal(signal.SIGINT) is signal.default_int_handler)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout
+    assert "AFTER True" in out

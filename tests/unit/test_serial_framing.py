@@ -17,6 +17,7 @@ from harness.channels.serial import SerialShell
 from harness.deadline import Deadline
 from harness.errors import CommandTimeout, GuestError
 from harness.image import IMAGES_DIR
+from harness.qemu import default_signals
 
 
 @pytest.fixture
@@ -27,7 +28,9 @@ def shell(tmp_path: Path) -> Iterator[SerialShell]:
     proc = subprocess.Popen(
         [busybox, "setsid", "-c", busybox, "sh", str(IMAGES_DIR / "agent.sh")],
         stdin=slave, stdout=slave, stderr=slave,
-        env={"HARNESS_TMP": str(tmp_path), "PATH": os.environ["PATH"]})
+        env={"HARNESS_TMP": str(tmp_path), "PATH": os.environ["PATH"]},
+        # The agent relies on SIGINT as in the guest, however pytest was started.
+        preexec_fn=default_signals)  # noqa: PLW1509
     os.close(slave)
     sh = SerialShell(master)
     sh.wait_ready(Deadline.after(10))
