@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import tomllib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -13,7 +14,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .model import DMA_API, NO_DRIVER, OWNED, Model, Profile
-from .model.core import OPERATIONS, TYPE_REQUESTS
+from .model.core import OPERATION_ARGS, OPERATIONS, TYPE_REQUESTS
 from .model.profiles import PROFILES
 from .platforms import Platform
 from .prepare import TOPOLOGIES_DIR
@@ -145,6 +146,31 @@ def _bind_table(value: Any, ids: set[str], fail: Any, where: str) -> tuple[tuple
     return tuple(sorted(value.items()))
 
 
+# What a device's domain can be in a step's `state`, besides "@handle".
+STATE_WORDS = ("default", "blocked", "unmanaged", "identity", "none")
+_BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
+
+
+def _state_word(value: Any) -> bool:
+    return isinstance(value, str) and (value in STATE_WORDS or
+                                       (value.startswith("@") and len(value) > 1))
+
+
+def _check_op_words(op: str, ids: set[str], fail: Any, where: str) -> None:
+    """An operation's argument count and its device arguments, against the model's table."""
+    name, *words = op.split()
+    wanted = OPERATION_ARGS[name]
+    if len(words) != len(wanted):
+        example = " ".join([name, *(sorted(ids)[0] if a == "dev" else a.upper() for a in wanted)])
+        raise fail(f"{where}: {name} takes {len(wanted)} argument(s) "
+                   f"({', '.join(wanted) or 'none'}), got {len(words)} in {op!r}",
+                   f"write op = {example!r}")
+    for arg, word in zip(wanted, words, strict=True):
+        if arg == "dev" and word not in ids and not _BDF.match(word):
+            raise fail(f"{where}: {word!r} in {op!r} is not a device of the topology",
+                       f"use one of {', '.join(sorted(ids))}")
+
+
 def _step(data: Any, index: int, ids: set[str], fail: Any) -> Step:
     where = f"step {index + 1}"
     if not isinstance(data, dict):
@@ -163,14 +189,16 @@ def _step(data: Any, index: int, ids: set[str], fail: Any) -> Step:
     if via not in BIND_VIA or (via != "bind" and not bind):
         raise fail(f"{where}: 'via' must be one of {', '.join(BIND_VIA)}, with 'bind'",
                    'write bind = { edu0 = "dma_api" } and via = "drivers_probe"')
-    if op and op.split()[0] == "set_type" and len(op.split()) != 3:
-        raise fail(f"{where}: set_type takes a device and a type",
-                   'write op = "set_type edu0 identity" (identity, DMA, DMA-FQ or auto)')
+    if op:
+        _check_op_words(op, ids, fail, where)
     state = data.get("state", {})
-    if not isinstance(state, dict) or not all(k in ids for k in state):
-        raise fail(f"{where}: 'state' must map device ids to domains",
-                   'write state = { edu0 = "@d" } (or "default", "blocked", "unmanaged", '
-                   '"none")')
+    if not isinstance(state, dict) or not all(k in ids and _state_word(v)
+                                              for k, v in state.items()):
+        pairs = state.items() if isinstance(state, dict) else ()
+        bad = next((f"{k} = {v!r}" for k, v in pairs if k not in ids or not _state_word(v)), "")
+        raise fail(f"{where}: 'state' must map device ids to domains"
+                   f"{' (not ' + bad + ')' if bad else ''}",
+                   f'write state = {{ edu0 = "@d" }} (or {", ".join(map(repr, STATE_WORDS))})')
     types = data.get("types", {})
     if not isinstance(types, dict) or not all(k in ids and v in (*TYPE_REQUESTS[:-1], "none")
                                               for k, v in types.items()):

@@ -15,6 +15,7 @@ harness/model/rules.py cites every profile field.
 from __future__ import annotations
 
 import copy
+import inspect
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -740,6 +741,11 @@ _DISPATCH: dict[str, Callable[..., Outcome]] = {
 }
 # Every operation the model (and so a scenario step) knows.
 OPERATIONS = tuple(_DISPATCH)
+# Each operation's arguments, by name (a "dev" is a device): what a scenario file is checked
+# against before any guest boots.
+OPERATION_ARGS: dict[str, tuple[str, ...]] = {
+    name: tuple(list(inspect.signature(handler).parameters)[1:])
+    for name, handler in _DISPATCH.items()}
 
 
 def _valid_name(text: str) -> bool:

@@ -51,9 +51,21 @@ def test_device_ids_resolve_to_addresses() -> None:
     ('[[step]]\nop = "free d"\nvia = "bind"\n[[step]]\nop = "free d"\nvia = "probe"\n',
      "step 2: 'via' must be one of bind, drivers_probe, with 'bind'"),
     ('[[step]]\nbind = { edu0 = "owned" }\nvia = "new_id"\n', "step 1: 'via' must be one of"),
-    ('[[step]]\nop = "set_type edu0"\n', "step 1: set_type takes a device and a type"),
-    ('[[step]]\nop = "set_type edu0 DMA now"\n', "step 1: set_type takes a device and a type"),
-    ('[[step]]\nop = "set_type"\n', "step 1: set_type takes a device and a type"),
+    ('[[step]]\nop = "set_type edu0"\n', "step 1: set_type takes 2 argument(s) (dev, request), "
+                                          "got 1"),
+    ('[[step]]\nop = "set_type edu0 DMA now"\n', "step 1: set_type takes 2 argument(s)"),
+    ('[[step]]\nop = "set_type"\n', "step 1: set_type takes 2 argument(s)"),
+    # The mistakes a new user made that only showed after a guest booted (issue 11):
+    ('[[step]]\nop = "attach_dev d1"\n', "step 1: attach_dev takes 2 argument(s) (handle, dev), "
+                                        "got 1 in 'attach_dev d1' (write op = 'attach_dev HANDLE "
+                                        "edu0')"),
+    ('[[step]]\nop = "attach_dev d edu9"\n', "step 1: 'edu9' in 'attach_dev d edu9' is not a "
+                                            "device of the topology (use one of edu0, edu1, "
+                                            "edu2, edu3)"),
+    ('[[step]]\nop = "dma edu0 d 0x1000 0x100 extra"\n', "step 1: dma takes 4 argument(s)"),
+    ('[[step]]\nop = "free d"\nstate = { edu0 = "defualt" }\n',
+     "step 1: 'state' must map device ids to domains (not edu0 = 'defualt')"),
+    ('[[step]]\nop = "free d"\nstate = { edu0 = "@" }\n', "step 1: 'state' must map"),
     ('[[step]]\nop = "free d"\nexpect = { "linux-6.1" = 0, "linux-6.2" = "EBUSY" }\n',
      "step 1: expect names unknown profile(s) linux-6.2"),
     ('[[step]]\nop = "free d"\nexpect = { "linux-6.12" = "ENOPE" }\n',
