@@ -24,7 +24,7 @@ from .accel import ACCELS
 from .debian.apt import kernel_index
 from .debian.index import format_kernels, resolve_all
 from .differ import Differ, kernel_profile
-from .errors import ConfigError, HarnessError
+from .errors import ConfigError, GuestDied, GuestHung, HarnessError
 from .guest import Guest
 from .model import Profile, get_profile
 from .model.profiles import ProfileChoice
@@ -240,31 +240,50 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def cmd_scenario(args: argparse.Namespace) -> int:
     extra = [get_profile(p) for p in args.also_profile]
-    docs, ok = [], True
+    docs: list[dict[str, object]] = []
     for name in _platforms(args):
         platform = PLATFORMS[name]
         scenarios = [load_scenario(f, platform) for f in args.files]
         for topo_file, group in _by_topology(scenarios).items():
             request = replace(_request(args, name), topology=topo_file)
-            config = prepare(request)
-            with Guest(config) as guest:
-                choice = ProfileChoice(get_profile(args.profile)) if args.profile \
-                    else kernel_profile(config.kernel)
-                if choice.note:
-                    print(f"iommu-harness: {choice.note}", file=sys.stderr, flush=True)
-                if not args.json:
-                    print(f"# {name}: kernel {config.kernel.describe()}, model profile "
-                          f"{choice.profile.name}{' (assumed)' if choice.assumed else ''}",
-                          flush=True)
-                for scenario in group:
-                    doc = _run_one(guest, scenario, choice, extra, name)
-                    docs.append(doc)
-                    ok = ok and doc["ok"] is not False
-                    if not args.json:
-                        print(format_scenario(doc, [p.name for p in extra]), flush=True)
+            pending = list(group)
+            while pending:  # a guest that dies fails its scenario; a fresh one runs the rest
+                pending = _run_on_one_guest(args, request, pending, extra, docs)
+    ok = all(d["ok"] is not False for d in docs)
     if args.json:
         print(json.dumps({"ok": ok, "scenarios": docs}, indent=2))
     return 0 if ok else EXIT_MISMATCH
+
+
+def _run_on_one_guest(args: argparse.Namespace, request: GuestRequest,
+                      scenarios: list[Scenario], extra: list[Profile],
+                      docs: list[dict[str, object]]) -> list[Scenario]:
+    """Run scenarios on one fresh guest until one kills it; return those not yet run."""
+    config = prepare(request)
+    name = config.platform.name
+    with Guest(config) as guest:
+        choice = ProfileChoice(get_profile(args.profile)) if args.profile \
+            else kernel_profile(config.kernel)
+        if choice.note:
+            print(f"iommu-harness: {choice.note}", file=sys.stderr, flush=True)
+        if not args.json:
+            print(f"# {name}: kernel {config.kernel.describe()}, model profile "
+                  f"{choice.profile.name}{' (assumed)' if choice.assumed else ''}", flush=True)
+        for i, scenario in enumerate(scenarios):
+            rest: list[Scenario] | None = None
+            try:
+                doc = _run_one(guest, scenario, choice, extra, name)
+            except (GuestDied, GuestHung) as exc:
+                # The kernel under test crashed or hung: this scenario failed, not the harness.
+                doc = {**_head(guest, scenario, choice, name), "ok": False, "died": exc.problem,
+                       "console_log": str(guest.console_log)}
+                rest = scenarios[i + 1:]
+            docs.append(doc)
+            if not args.json:
+                print(format_scenario(doc, [p.name for p in extra]), flush=True)
+            if rest is not None:
+                return rest
+    return []
 
 
 def _by_topology(scenarios: list[Scenario]) -> dict[Path, list[Scenario]]:
@@ -274,14 +293,19 @@ def _by_topology(scenarios: list[Scenario]) -> dict[Path, list[Scenario]]:
     return groups
 
 
+def _head(guest: Guest, scenario: Scenario, choice: ProfileChoice,
+          platform: str) -> dict[str, object]:
+    return {"scenario": scenario.name, "file": str(scenario.path), "platform": platform,
+            "kernel": guest.config.kernel.release,
+            "kernel_resolved": kernel_record(guest.config.kernel),
+            "profile": choice.profile.name, "profile_assumed": choice.assumed,
+            "profile_note": choice.note}
+
+
 def _run_one(guest: Guest, scenario: Scenario, choice: ProfileChoice, extra: list[Profile],
              platform: str) -> dict[str, object]:
     profile = choice.profile
-    head: dict[str, object] = {"scenario": scenario.name, "file": str(scenario.path),
-                               "platform": platform, "kernel": guest.config.kernel.release,
-                               "kernel_resolved": kernel_record(guest.config.kernel),
-                               "profile": profile.name, "profile_assumed": choice.assumed,
-                               "profile_note": choice.note}
+    head = _head(guest, scenario, choice, platform)
     if scenario.profiles and profile.name not in scenario.profiles:
         return {**head, "ok": None, "skipped": f"profile {profile.name} not in "
                                                f"{list(scenario.profiles)}"}

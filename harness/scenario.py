@@ -327,6 +327,9 @@ def format_scenario(doc: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
              f"{doc['profile']})")
     if doc.get("skipped"):
         return f"{title}: skipped, {doc['skipped']}"
+    if doc.get("died"):
+        where = doc.get("console_log", "its console log")
+        return f"{title}\n   FAILED: {doc['died']} (see {where})"
     cols = "".join(f" {p[:16]:<17}" for p in extra)
     lines = [title, f"{'#':>3} {'operation':<44} {'kernel':<10} {'model':<10}{cols} verdict"]
     for s in doc["steps"]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from harness import cli
 from harness.accel import kvm_device_usable, kvm_verdict
 from harness.errors import GuestDied
 from harness.kernel import resolve_kernel
@@ -108,6 +109,37 @@ def test_cli_boot_names_the_fatal_event_when_the_guest_dies(tmp_path: Path,
     [line] = proc.stderr.decode().strip().splitlines()
     assert line.startswith("iommu-harness: error: the guest died during "), line
     assert "panic:sysrq triggered crash" in line, line
+
+
+SCENARIOS = Path(__file__).parent.parent / "scenarios"
+
+
+def test_a_kernel_crash_fails_its_scenario_and_a_fresh_guest_runs_the_rest(
+        tmp_path: Path, platform: str, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # The kernel under test panics during the first scenario (a real panic, injected through
+    # sysrq): that scenario fails with the fatal event, the second runs on a fresh guest, and
+    # the exit code is 1 (a failed test), not 2 (a harness error): what git bisect run reads.
+    real = cli._run_one
+    seen: list[str] = []
+
+    def crash_first(guest: object, scenario: cli.Scenario, *rest: object) -> dict[str, object]:
+        seen.append(scenario.name)
+        if len(seen) == 1:
+            cli.Guest.run(guest, "echo c > /proc/sysrq-trigger")  # type: ignore[arg-type]
+        return real(guest, scenario, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(cli, "_run_one", crash_first)
+    files = [str(SCENARIOS / "singleton-attach-detach.toml"),
+             str(SCENARIOS / "second-domain-refused.toml")]
+    code = cli.main(["scenario", *files, "--platform", platform, "--out", str(tmp_path),
+                     "--json"])
+    doc = json.loads(capsys.readouterr().out)
+    assert code == 1
+    first, second = doc["scenarios"]
+    assert first["ok"] is False and "panic:sysrq triggered crash" in first["died"]
+    assert second["ok"] is True and "died" not in second
+    assert len(list(tmp_path.glob("*/console.log"))) == 2  # the second ran on a fresh guest
 
 
 def test_cli_groups_json(tmp_path: Path, platform: str) -> None:
