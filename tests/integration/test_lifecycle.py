@@ -114,6 +114,19 @@ def test_cli_boot_names_the_fatal_event_when_the_guest_dies(tmp_path: Path,
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
 
 
+def test_cli_kernels_resolves_every_default_spec_on_both_arches() -> None:
+    # Debian's archive, asked through the harness's own apt configuration.
+    proc = subprocess.run([*HARNESS, "kernels", "--json"], capture_output=True, timeout=300,
+                          check=False)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    for spec in ("debian:6.1", "debian:6.12", "debian:7.2", "debian:newest"):
+        assert set(doc[spec]) == {"amd64", "arm64"}, spec
+        assert doc[spec]["amd64"]["release"].endswith("-amd64")
+    assert doc["debian:6.1"]["amd64"]["layout"] == "classic"
+    assert doc["debian:7.2"]["arm64"]["layout"] == "split"
+
+
 def test_a_kernel_crash_fails_its_scenario_and_a_fresh_guest_runs_the_rest(
         tmp_path: Path, platform: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:

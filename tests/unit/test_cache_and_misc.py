@@ -151,3 +151,20 @@ def test_the_cli_takes_sigint_even_when_started_with_it_ignored() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout
     assert "AFTER True" in out
+
+
+def test_cli_profiles_and_their_diff() -> None:
+    listing = cli("profiles")
+    assert listing.returncode == 0
+    assert [line.split()[0] for line in listing.stdout.splitlines()] == [
+        "linux-6.1", "linux-6.12", "linux-7.2", "proposal-2022", "proposal-2022-alt"]
+    diff = cli("profiles", "--diff", "linux-6.12", "linux-7.2")
+    assert diff.returncode == 0
+    rules = [line.split(":")[0] for line in diff.stdout.splitlines()[1:]]
+    assert "has_replace" in rules and "smmu_groups_need_driver" in rules
+    assert "has_device_claim" not in rules  # the same on both
+    bad = cli("profiles", "--diff", "linux-6.12", "linux-9.9")
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == ("iommu-harness: error: unknown profile 'linux-9.9' (choose one "
+                                  "of: linux-6.1, linux-6.12, linux-7.2, proposal-2022, "
+                                  "proposal-2022-alt)")
