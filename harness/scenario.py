@@ -260,8 +260,11 @@ def build_model(scenario: Scenario, platform: Platform, profile: Profile,
                    for i, members in groups.items()}
     bridges = {b.id: f"0000:00:{b.slot:02x}.0" for b in topo.bridges}
     alias = {device_bdf(topo, d): bridges[d.bridge] for d in topo.devices if d.bridge}
+    births = {device_bdf(topo, d): f"alias:{bridges[d.bridge]}" if d.bridge
+              else f"slot:{d.slot}" for d in topo.devices} \
+        if groups_at_probe(platform, profile) else {}
     return Model(profile, platform.groups_need_driver, groups, kinds, group_types, auto_type,
-                 alias)
+                 alias, births)
 
 
 def model_bind(model: Model, bdf: str, kind: str, via: str = "bind") -> int:
@@ -273,6 +276,8 @@ def model_bind(model: Model, bdf: str, kind: str, via: str = "bind") -> int:
     (drivers/base/bus.c: bind_store), `drivers_probe` turns any failure into -EINVAL
     (drivers_probe_store, bus_rescan_devices_helper)."""
     state = model.state
+    if kind != "none":
+        model.probe(bdf)  # SMMUv3 before 7.x: the group is made at the first probe
     g = state.group_of(bdf)
     if g is not None and state.drivers.get(bdf) != NO_DRIVER:
         model.drop_pasids(g)  # ih_attach's remove detaches its PASIDs on the group

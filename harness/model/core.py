@@ -120,7 +120,8 @@ class Profile:
 class Model:
     def __init__(self, profile: Profile, platform_smmu: bool, groups: Mapping[int, Sequence[str]],
                  drivers: Mapping[str, str], types: Mapping[int, str] | None = None,
-                 auto_type: str = "DMA", dma_alias: Mapping[str, str] | None = None) -> None:
+                 auto_type: str = "DMA", dma_alias: Mapping[str, str] | None = None,
+                 births: Mapping[str, str] | None = None) -> None:
         """``types``: each group's default domain type as the guest shows it (default "DMA");
         ``auto_type``: what a write of "auto" gives, the kernel's iommu_def_domain_type as
         the groups nobody changed show it."""
@@ -130,6 +131,10 @@ class Model:
         # A device behind a PCIe-to-PCI bridge → the bridge: whose group's domain translates
         # its DMA when it has no group of its own (SMMUv3: the shared alias stream ID).
         self.dma_alias = dict(dma_alias or {})
+        # Where groups are made at driver probe (SMMUv3 before 7.x): a device without a group
+        # → where a probe puts it: "alias:<bridge>" (the bridge's group, unless a sibling
+        # behind that bridge took the alias) or "slot:<key>" (its root-bus slot's group).
+        self.births = dict(births or {})
         types = types or {}
         self.state = State(
             groups={gid: Group(gid, list(members), dtype=types.get(gid, auto_type))
@@ -142,6 +147,31 @@ class Model:
             g = self.state.group_of(dev)
             if drv == DMA_API and g is not None:
                 g.owner_cnt += 1
+
+    def probe(self, dev: str) -> None:
+        """A driver probes ``dev``: on SMMUv3 before 7.x that is when its group is made
+        (drivers/base/dd.c: really_probe → pci_dma_configure → of_dma_configure →
+        iommu_probe_device), whether or not the probe then succeeds. Behind a PCIe-to-PCI
+        bridge it joins the bridge's group unless a sibling took the shared alias stream ID
+        (arm-smmu-v3.c: arm_smmu_insert_master refuses it twice); on the root bus it joins its
+        slot's group or forms a new one (iommu.c: pci_device_group)."""
+        key = self.births.get(dev)
+        if key is None or dev in self.state.device_group:
+            return
+        kind, _, where = key.partition(":")
+        if kind == "alias":
+            gid = self.state.device_group.get(where)
+            if gid is None or any(self.dma_alias.get(m) == where
+                                  for m in self.state.groups[gid].members):
+                return
+        else:
+            gid = next((self.state.device_group[d] for d, k in self.births.items()
+                        if k == key and d in self.state.device_group), None)
+            if gid is None:
+                gid = max(self.state.groups, default=-1) + 1
+                self.state.groups[gid] = Group(gid, [], dtype=self.auto_type)
+        self.state.groups[gid].members.append(dev)
+        self.state.device_group[dev] = gid
 
     def copy(self) -> Model:
         return copy.deepcopy(self)

@@ -113,6 +113,24 @@ def test_smmuv3_scenarios_agree_with_the_kernel(guest_pool: GuestPool, platform:
     run_catalogue_scenario(guest_pool, platform, kernel, path)
 
 
+@pytest.mark.harness_platforms("aarch64-smmuv3", reason="groups made at driver probe: SMMUv3")
+@pytest.mark.parametrize("kernel", [k for k in KERNELS if spec_profile(k) in ("linux-6.1",
+                                                                               "linux-6.12")])
+def test_a_group_born_at_first_probe_is_in_the_model(guest_pool: GuestPool, platform: str,
+                                                     kernel: str) -> None:
+    # On a fresh guest (the shared ones have probed every device already), so that edu0 has
+    # never had a driver: the model must make its group when the bind step probes it.
+    path = Path(__file__).parent / "group-birth-at-probe.toml"
+    with guest_pool.fresh(platform, kernel) as g:
+        scenario = load_scenario(path, g.config.platform)
+        differ = Differ(g, scenario.topology, guest_profile(g))
+        differ.setup(scenario)
+        reports = [differ.step(i + 1, s) for i, s in enumerate(scenario.steps)]
+    problems = [f"step {r.index} {r.label}: {'; '.join(r.problems)}" for r in reports
+                if not r.ok]
+    assert not problems, "\n".join(problems)
+
+
 def test_every_scenario_is_in_the_catalogue() -> None:
     # A scenario restricted to a platform that has no test of its own above would never run.
     restricted = {tuple(tomllib.loads(p.read_text()).get("platforms", [])) for p in SCENARIOS}

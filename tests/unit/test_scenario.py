@@ -10,8 +10,9 @@ import pytest
 from harness.differ import scenario_toml
 from harness.errors import ConfigError
 from harness.model import DMA_API, NO_DRIVER, OWNED, Model, get_profile
-from harness.platforms import X86_64_VTD
-from harness.scenario import Step, load_scenario, model_bind, resolve
+from harness.platforms import AARCH64_SMMUV3, X86_64_VTD
+from harness.scenario import Step, build_model, load_scenario, model_bind, resolve
+from harness.topology import device_bdf
 
 CATALOGUE = sorted((Path(__file__).parent.parent / "scenarios").glob("*.toml"))
 
@@ -211,3 +212,30 @@ def test_unbinding_a_bound_device_drops_the_groups_pasids() -> None:
     assert [n.apply(line).rc for line in (f"alloc a {E0}", f"attach_pasid a {E0} 1")] == [0, 0]
     assert model_bind(n, E0, "owned") == 0
     assert n.state.groups[2].pasids == {1: "a"}
+
+
+BIRTH = Path(__file__).parent.parent / "integration" / "group-birth-at-probe.toml"
+
+
+@pytest.mark.parametrize("profile", ["linux-6.1", "linux-6.12"])
+def test_smmuv3_groups_are_born_at_first_probe(profile: str) -> None:
+    s = load_scenario(BIRTH, AARCH64_SMMUV3)
+    bdf = {d.id: device_bdf(s.topology, d) for d in s.topology.devices}
+    bound = ["edu1", "edu2"]  # edu2 took the bridge's alias; edu0 and edu3 never probed
+    model = build_model(s, AARCH64_SMMUV3, get_profile(profile),
+                        {bdf[d]: "ih_edu_owned" for d in bound}, bound)
+    assert model.domain_of(bdf["edu0"]) == "none"
+    assert model_bind(model, bdf["edu0"], "owned") == 0
+    assert model.domain_of(bdf["edu0"]) == "default"  # a new singleton group
+    assert model_bind(model, bdf["edu3"], "owned") == 0
+    assert model.domain_of(bdf["edu3"]) == "none"  # the alias stream ID is edu2's
+    assert model_bind(model, bdf["edu0"], "none") == 0
+    assert model.domain_of(bdf["edu0"]) == "default"  # the group outlives the driver
+
+
+def test_no_birth_where_groups_come_at_device_add() -> None:
+    s = load_scenario(BIRTH, AARCH64_SMMUV3)
+    bdf = {d.id: device_bdf(s.topology, d) for d in s.topology.devices}
+    model = build_model(s, AARCH64_SMMUV3, get_profile("linux-7.2"), {}, [])
+    assert model.births == {}
+    assert model.domain_of(bdf["edu0"]) == "default"  # 7.x: every device has its group
