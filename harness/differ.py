@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shlex
 import time
-import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -53,9 +52,6 @@ def guest_profile(guest: Guest) -> Profile:
 FAULT_KINDS = ("dmar_fault", "smmu_event")
 FAULT_WINDOW = 5.5
 FAULT_STEPS_REPORTED = 1
-# When each guest's recent steps faulted (or were predicted to): the rate limit is the
-# guest kernel's, whichever Differ drives it.
-_RECENT_FAULTS: weakref.WeakKeyDictionary[Guest, list[float]] = weakref.WeakKeyDictionary()
 
 
 def types_script(bdfs: Sequence[str]) -> str:
@@ -259,10 +255,10 @@ class Differ:
         if faults and not report.model_fault:
             p.append(f"unexpected DMA fault: {faults[0].signature}")
         now = time.monotonic()
-        recent = [t for t in _RECENT_FAULTS.get(self.guest, []) if now - t < FAULT_WINDOW]
+        recent = [t for t in self.guest.fault_times if now - t < FAULT_WINDOW]
         if report.model_fault and not faults and len(recent) < FAULT_STEPS_REPORTED:
             p.append("the model predicts a DMA fault; the kernel reported none")
-        _RECENT_FAULTS[self.guest] = recent + ([now] if faults or report.model_fault else [])
+        self.guest.fault_times[:] = recent + ([now] if faults or report.model_fault else [])
         # A WARN the model predicts is an event the step must show; any other is a splat.
         warns = [f"warning:{report.model_warn}"] if report.model_warn else []
         verdict = judge(events, (*step.events, *warns))

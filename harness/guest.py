@@ -57,6 +57,9 @@ class Guest:
         self._ssh: SSHShell | None = None
         self._ssh_key = generate_client_key()
         self._transcript: BinaryIO | None = None
+        # When steps on this guest faulted (or were predicted to): its kernel's IOMMU drivers
+        # rate-limit their fault reports, whoever drives it.
+        self.fault_times: list[float] = []
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Guest:

@@ -3,6 +3,7 @@ module cache (a fake toolchain)."""
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -10,7 +11,9 @@ import pytest
 
 from harness import cache, modules
 from harness.artifact import KernelArtifact
+from harness.model.core import OPERATION_ARGS
 from harness.modules import (
+    GUEST_MODULES_DIR,
     ModuleCheckError,
     ModuleInfo,
     build_modules,
@@ -20,6 +23,7 @@ from harness.modules import (
     read_module,
 )
 from harness.platforms import X86_64_VTD
+from harness.scenario import SHELL_OPS
 from tests.conftest import DATA
 
 X86 = read_module(DATA / "ih_smoke-6.1.0-56-amd64.ko")
@@ -117,3 +121,15 @@ def test_build_modules_keys_its_cache_by_toolchain(tmp_path: Path,
     current[0] = "toolchains/bookworm-gcc-12:gcc-12"  # another compiler: another entry
     other = build_modules(kernel, X86_64_VTD, source)
     assert other != first and len(chains[current[0]].builds) == 1
+
+
+def test_the_modules_operations_are_the_models() -> None:
+    # ih_attach.c's dispatch (run_line) and the model's operation table cannot drift: the same
+    # names, each taking as many arguments as the model's handler (set_type is a sysfs write
+    # from the guest's shell, not a module operation; state and members only read).
+    source = (GUEST_MODULES_DIR / "ih_attach.c").read_text()
+    body = source[source.index("static void run_line("):source.index("struct ih_file {")]
+    branches = re.findall(r'strcmp\(argv\[0\], "(\w+)"\)\)\s*\{?\s*([^;]*);', body)
+    module = {name: len(set(re.findall(r"argv\[(\d)\]", call))) for name, call in branches}
+    model = {name: len(args) for name, args in OPERATION_ARGS.items() if name not in SHELL_OPS}
+    assert {k: v for k, v in module.items() if k not in ("state", "members")} == model
