@@ -94,7 +94,8 @@ class Toolchain:
         inner = ["make", "-C", f"{MNT_KERNEL}/{kbuild_dir.resolve().relative_to(tree)}",
                  f"M={MNT_SRC}", *self.make_args, *args]
         try:
-            hostcmd.run(in_root_argv(self.root, tree, src, inner), what=what, timeout=timeout)
+            hostcmd.run(in_root_argv(self.root, tree, src, inner, mount_propagation()),
+                        what=what, timeout=timeout)
         except HostToolError as exc:  # name the files as the user sees them
             problem = exc.problem.replace(f"{MNT_SRC}/", f"{src}/")
             raise HostToolError(problem.replace(f"{MNT_KERNEL}/", f"{tree}/"),
@@ -261,11 +262,11 @@ def mirror_line(suite: str) -> str:
 
 
 def mmdebstrap_argv(target: Path, suites: Sequence[str], packages: Sequence[str],
-                    apt_options: Sequence[str] = ()) -> list[str]:
+                    apt_options: Sequence[str] = (), propagation: str = "private") -> list[str]:
     """mmdebstrap of a small root: the essential set plus ``packages``, no recommends, no apt,
     no documentation, merged /usr; run in a private mount namespace so that its /proc, /sys and
-    /dev mounts die with it."""
-    return ["unshare", "--mount", "--propagation", "private",
+    /dev mounts die with it (``propagation``: see :func:`propagation_for`)."""
+    return ["unshare", "--mount", "--propagation", propagation,
             "mmdebstrap", "--mode=root", "--format=directory", "--variant=essential",
             f"--keyring={KEYRING}", f"--hook-dir={MERGED_USR_HOOK}",
             '--aptopt=Acquire::Languages "none"',
@@ -283,10 +284,29 @@ def kernel_tree(kbuild_dir: Path) -> Path:
     return Path(os.path.commonpath([kbuild.parent, scripts]))
 
 
-def in_root_argv(root: Path, tree: Path, src: Path, command: Sequence[str]) -> list[str]:
+def in_root_argv(root: Path, tree: Path, src: Path, command: Sequence[str],
+                 propagation: str = "private") -> list[str]:
     """``command`` chrooted in ``root`` with ``tree`` at /mnt/kernel and ``src`` at /mnt/src."""
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-euc", IN_ROOT_SCRIPT,
+    return ["unshare", "--mount", "--propagation", propagation, "sh", "-euc", IN_ROOT_SCRIPT,
             "in-toolchain-root", str(root), str(tree), str(src), *command]
+
+
+def propagation_for(mountinfo: str) -> str:
+    """How ``unshare --mount`` keeps our mounts to itself: ``private`` makes every mount private
+    from "/" down, which needs "/" to be a mount point we can see. A harness running in a
+    chroot (a Debian 13 root made with debootstrap, say) sees none there, and unshare refuses
+    ("cannot change root filesystem propagation"); there the mounts keep the propagation they
+    have (pure: the text of /proc/self/mountinfo)."""
+    roots = [line for line in mountinfo.splitlines() if len(line.split()) > 4
+             and line.split()[4] == "/"]
+    return "private" if roots else "unchanged"
+
+
+def mount_propagation() -> str:
+    try:
+        return propagation_for(Path("/proc/self/mountinfo").read_text())
+    except OSError:
+        return "private"
 
 
 # --------------------------------------------------------------------------------- the root
@@ -326,7 +346,8 @@ def _make_root(entry: Path, suites: Sequence[str], gcc: str, host_arch: str) -> 
     apt.notice(f"making a toolchain root of {'+'.join(suites)} with {gcc} (once; about 30 s and "
             f"250 MB)")
     started = time.monotonic()
-    hostcmd.run(mmdebstrap_argv(root, suites, packages, root_apt_options()),
+    hostcmd.run(mmdebstrap_argv(root, suites, packages, root_apt_options(),
+                                mount_propagation()),
                 what=f"making the {gcc} toolchain root", timeout=1800)
     seconds = time.monotonic() - started
     versions = {}

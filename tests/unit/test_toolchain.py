@@ -20,6 +20,7 @@ from harness.toolchain import (
     parse_kernelvariables,
     parse_madison,
     pick_suites,
+    propagation_for,
     root_apt_options,
     root_packages,
     toolchain_for,
@@ -292,3 +293,16 @@ def test_make_on_the_host_and_in_a_root(kbuild72: Path, tmp_path: Path,
 class _Uname:
     def __init__(self, machine: str) -> None:
         self.machine = machine
+
+
+def test_propagation_private_where_root_is_a_visible_mount_unchanged_in_a_chroot() -> None:
+    host = ("27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw\n"
+            "22 27 0:21 / /proc rw,relatime - proc proc rw\n")
+    chroot = ("45 27 0:40 / /proc rw,relatime - proc proc rw\n"
+              "47 27 0:6 / /dev rw,relatime - devtmpfs devtmpfs rw\n")
+    assert propagation_for(host) == "private"
+    assert propagation_for(chroot) == "unchanged"
+    argv = mmdebstrap_argv(Path("/r"), ("sid",), ("gcc-16",), propagation="unchanged")
+    assert argv[:4] == ["unshare", "--mount", "--propagation", "unchanged"]
+    assert in_root_argv(Path("/r"), Path("/t"), Path("/s"), ["true"], "unchanged")[3] == \
+        "unchanged"
