@@ -88,7 +88,15 @@ def test_tricky_output(shell: Shell) -> None:
     assert shell.run("printf 'no newline'").stdout == b"no newline"
     assert shell.run(r"printf '\036E\036X 0\036\000\377'").stdout == b"\x1eE\x1eX 0\x1e\x00\xff"
     r = shell.run("head -c 1048576 /dev/zero | tr '\\000' x", timeout=120)
-    assert r.stdout == b"x" * 1048576
+    assert r.stdout == b"x" * 1048576, first_difference(r.stdout, b"x" * 1048576)
+
+
+def first_difference(got: bytes, want: bytes) -> str:
+    """Where two outputs part: their lengths and the first differing offset with context."""
+    at = next((i for i, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
+              min(len(got), len(want)))
+    return (f"got {len(got)} bytes, want {len(want)}; first difference at offset {at}: "
+            f"got {got[max(0, at - 16):at + 16]!r}, want {want[max(0, at - 16):at + 16]!r}")
 
 
 def test_a_command_that_times_out(shell: Shell) -> None:
