@@ -2,12 +2,23 @@
 
 The transport is any file descriptor: in a guest, the host end of QEMU's virtio console socket;
 in unit tests, a pty master with the same agent script running on the host.
+
+A pump thread drains the transport into a pipe as soon as bytes arrive, and pexpect reads the
+pipe. QEMU drops console output it cannot write at once (hw/char/virtio-console.c: flush_buf,
+"silently dropping console data on EAGAIN" for a virtconsole), so a harness that is slow to
+read, as on a loaded machine, lost whole 4 KiB buffers of a command's output (10 of a 1 MiB
+output's 256, under two test suites at once). The pump keeps the socket empty: it needs the CPU
+for a moment per chunk, not the harness's attention; the pipe (1 MiB where the kernel allows)
+holds what the harness has not read yet.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
+import socket
+import threading
 from typing import BinaryIO
 
 import pexpect
@@ -18,6 +29,30 @@ from ..errors import CommandTimeout, GuestError
 from . import Result, framing
 
 INTERRUPT_GRACE = 5.0  # seconds the agent gets to report an interrupted command
+_F_SETPIPE_SZ = 1031  # fcntl.h (Linux)
+PIPE_BYTES = 1 << 20
+
+
+def _pump(source: int, sink: int) -> None:
+    """Copy ``source`` to ``sink`` until end of file or an error, then close both (the pump's
+    own descriptors: a number closed elsewhere and reused can never be read here)."""
+    try:
+        while True:
+            try:
+                data = os.read(source, 1 << 16)
+            except OSError:  # EIO from a pty whose other side closed, ECONNRESET, EBADF
+                break
+            if not data:
+                break
+            view = memoryview(data)
+            while view:
+                view = view[os.write(sink, view):]
+    except OSError:
+        pass  # the reading side closed the pipe: nobody listens any more
+    finally:
+        for fd in (source, sink):
+            with contextlib.suppress(OSError):
+                os.close(fd)
 
 
 class SerialShell:
@@ -25,7 +60,13 @@ class SerialShell:
 
     def __init__(self, fd: int, *, transcript: BinaryIO | None = None) -> None:
         self._fd = fd
-        self._child = fdpexpect.fdspawn(fd, timeout=None, maxread=1 << 16)
+        self._out, sink = os.pipe()
+        with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
+            fcntl.fcntl(sink, _F_SETPIPE_SZ, PIPE_BYTES)
+        self._pump = threading.Thread(target=_pump, args=(os.dup(fd), sink), daemon=True,
+                                      name=f"serial-pump-{fd}")
+        self._pump.start()
+        self._child = fdpexpect.fdspawn(self._out, timeout=None, maxread=1 << 16)
         self._child.logfile_read = transcript
         self._broken: str | None = None
 
@@ -90,7 +131,9 @@ class SerialShell:
 
     def _write(self, data: bytes) -> None:
         try:
-            self._child.send(data)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
         except OSError as exc:
             self._broken = f"write failed: {exc}"
             raise GuestError("control channel closed: the guest or QEMU is gone",
@@ -110,5 +153,19 @@ class SerialShell:
         return before if isinstance(before, bytes) else b""
 
     def close(self) -> None:
+        # A socket is shut down, which ends the pump's blocked read at once; a pty's pump ends
+        # when its other side closes.
+        dup = os.dup(self._fd)
+        try:
+            with socket.socket(fileno=dup) as sock:
+                dup = -1  # the socket object owns it now
+                sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass  # not a socket (a pty in the unit tests), or already gone
+        finally:
+            if dup >= 0:
+                os.close(dup)
         with contextlib.suppress(OSError):
             os.close(self._fd)
+        with contextlib.suppress(OSError):
+            os.close(self._out)  # a pump still copying stops at its next write

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from harness.attach import DRIVER_DMA_API, DRIVER_OWNED, AttachCtl, TegraClient
+from harness.differ import auto_type, restore_types_script
 from harness.guest import Guest
 from harness.pytest_plugin import GuestPool
 from tests.integration.helpers import KERNELS
@@ -24,7 +25,13 @@ def ctl(request: pytest.FixtureRequest, guest_pool: GuestPool,
     g = guest_pool.get(platform, request.param)
     c = AttachCtl(g)
     c.load()
-    for bdf in (EDU0, EDU1, EDU2, EDU3):
+    devices = [EDU0, EDU1, EDU2, EDU3]
+    # Group type writes of earlier tests on this shared guest (the fuzzer's) are undone while
+    # the devices are unbound: these tests expect the boot-time default domains.
+    for bdf in devices:
+        g.unbind(bdf)
+    g.run(restore_types_script(devices, auto_type(g.groups(), devices)))
+    for bdf in devices:
         g.bind(bdf, DRIVER_OWNED)
     yield c
     assert c.op("reset").ok
