@@ -33,9 +33,6 @@ CROSS_COMPILE = {arch: f"{gnu}-" for arch, gnu in GNU_TYPE.items()}
 KBUILD_ARCH = {"x86_64": "x86", "aarch64": "arm64"}
 DEBIAN_ARCH = {"x86_64": "amd64", "aarch64": "arm64"}
 
-MIRROR = "http://deb.debian.org/debian"
-SECURITY_MIRROR = "http://deb.debian.org/debian-security"
-KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
 PRE_T64_SUITES = frozenset({"bookworm"})  # libelf1, libssl3: before trixie's t64 names
 # What a module build never uses, left out of the root (about half its size): documentation,
 # LTO (gcc kernels are not LTO-built) and the sanitizers' run-time libraries.
@@ -257,8 +254,7 @@ def root_apt_options() -> tuple[str, ...]:
 
 
 def mirror_line(suite: str) -> str:
-    mirror = SECURITY_MIRROR if suite.endswith("-security") else MIRROR
-    return f"deb {mirror} {suite} main"
+    return f"deb {apt.suite_mirror(suite)} {suite} main"
 
 
 def mmdebstrap_argv(target: Path, suites: Sequence[str], packages: Sequence[str],
@@ -268,7 +264,7 @@ def mmdebstrap_argv(target: Path, suites: Sequence[str], packages: Sequence[str]
     /dev mounts die with it (``propagation``: see :func:`propagation_for`)."""
     return ["unshare", "--mount", "--propagation", propagation,
             "mmdebstrap", "--mode=root", "--format=directory", "--variant=essential",
-            f"--keyring={KEYRING}", f"--hook-dir={MERGED_USR_HOOK}",
+            f"--keyring={apt.KEYRING}", f"--hook-dir={MERGED_USR_HOOK}",
             '--aptopt=Acquire::Languages "none"',
             *(f"--aptopt={o}" for o in apt_options),
             *(f"--dpkgopt=path-exclude={p}" for p in ROOT_EXCLUDES),

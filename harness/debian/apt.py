@@ -12,6 +12,7 @@ says so in one line; with neither, the error says what to do.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import subprocess
@@ -44,13 +45,15 @@ def apt_root() -> Path:
     return cache.cache_root() / "apt"
 
 
+def suite_mirror(suite: str) -> str:
+    """Where a suite lives: security updates on their own archive."""
+    return SECURITY_MIRROR if suite.endswith("-security") else MIRROR
+
+
 def sources_list() -> str:
     """Our sources: every suite of :data:`SUITES`, main only, both architectures."""
-    lines = []
-    for suite in SUITES:
-        mirror = SECURITY_MIRROR if suite.endswith("-security") else MIRROR
-        lines.append(f"deb [arch={','.join(ARCHES)} signed-by={KEYRING}] {mirror} {suite} main")
-    return "\n".join(lines) + "\n"
+    return "".join(f"deb [arch={','.join(ARCHES)} signed-by={KEYRING}] {suite_mirror(suite)} "
+                   f"{suite} main\n" for suite in SUITES)
 
 
 # Signatures are checked; a Release file's Valid-Until date is not. Mirrors, caching proxies and
@@ -196,7 +199,9 @@ def load_records(root: Path) -> list[PackageRecord]:
             for p in payload]
 
 
+@functools.cache
 def host_arch() -> str:
+    """The host's Debian architecture (asked once: every kernel resolution needs it)."""
     return hostcmd.run(["dpkg", "--print-architecture"], what="dpkg").strip()
 
 
