@@ -192,10 +192,9 @@ def _step(data: Any, index: int, ids: set[str], fail: Any) -> Step:
     if op:
         _check_op_words(op, ids, fail, where)
     state = data.get("state", {})
-    if not isinstance(state, dict) or not all(k in ids and _state_word(v)
-                                              for k, v in state.items()):
-        pairs = state.items() if isinstance(state, dict) else ()
-        bad = next((f"{k} = {v!r}" for k, v in pairs if k not in ids or not _state_word(v)), "")
+    pairs = state.items() if isinstance(state, dict) else ()
+    bad = next((f"{k} = {v!r}" for k, v in pairs if k not in ids or not _state_word(v)), "")
+    if not isinstance(state, dict) or bad:
         raise fail(f"{where}: 'state' must map device ids to domains"
                    f"{' (not ' + bad + ')' if bad else ''}",
                    f'write state = {{ edu0 = "@d" }} (or {", ".join(map(repr, STATE_WORDS))})')
@@ -252,7 +251,8 @@ def build_model(scenario: Scenario, platform: Platform, profile: Profile,
     and whose drivers are those the guest really has (so the bridge's port driver counts).
     ``types`` maps a device to its group's sysfs type as the guest shows it."""
     topo = scenario.topology
-    predicted = predict_groups(topo, platform, bound, groups_at_probe(platform, profile))
+    at_probe = groups_at_probe(platform, profile)
+    predicted = predict_groups(topo, platform, bound, at_probe)
     groups = {i: [m.bdf for m in g.members] for i, g in enumerate(predicted)}
     kinds = {bdf: driver_kind(name) for bdf, name in drivers.items()}
     found = types or {}
@@ -261,8 +261,7 @@ def build_model(scenario: Scenario, platform: Platform, profile: Profile,
     bridges = {b.id: f"0000:00:{b.slot:02x}.0" for b in topo.bridges}
     alias = {device_bdf(topo, d): bridges[d.bridge] for d in topo.devices if d.bridge}
     births = {device_bdf(topo, d): f"alias:{bridges[d.bridge]}" if d.bridge
-              else f"slot:{d.slot}" for d in topo.devices} \
-        if groups_at_probe(platform, profile) else {}
+              else f"slot:{d.slot}" for d in topo.devices} if at_probe else {}
     return Model(profile, platform.groups_need_driver, groups, kinds, group_types, auto_type,
                  alias, births)
 
