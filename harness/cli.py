@@ -14,7 +14,7 @@ import termios
 import time
 import tty
 from collections.abc import Sequence
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -23,15 +23,20 @@ import paramiko
 from .accel import ACCELS
 from .debian.apt import kernel_index
 from .debian.index import format_kernels, resolve_all
-from .differ import Differ, kernel_profile
-from .errors import ConfigError, GuestDied, GuestHung, HarnessError
+from .differ import kernel_profile
+from .errors import ConfigError, HarnessError
 from .guest import Guest
-from .model import Profile, get_profile
+from .model import get_profile
+from .model.build import groups_at_probe
 from .model.profiles import ProfileChoice
 from .model.rules import format_diff, format_profiles, format_rules
 from .platforms import PLATFORMS
 from .prepare import DEFAULT_TOPOLOGY, GuestRequest, kernel_record, prepare
-from .scenario import Scenario, format_scenario, groups_at_probe, load_scenario, topology_file
+from .reports import format_scenario
+from .results import RunResults, ScenarioResult, host_facts, now, results_json
+from .runcmd import add_run_arguments, cmd_report_merge, cmd_run
+from .runner import run_on_guests
+from .scenario import Scenario, load_scenario, topology_file
 from .sysfs import compare_groups, comparison_json, format_comparison, side_by_side
 from .topology import predict_groups
 
@@ -89,6 +94,15 @@ def build_parser() -> argparse.ArgumentParser:
                                                "which two differ, with their sources")
     profiles.add_argument("--diff", nargs=2, metavar=("A", "B"), help="two profile names")
     profiles.add_argument("--show", metavar="PROFILE", help="every rule of one profile")
+    run = sub.add_parser("run", help="the scenario catalogue over platforms x kernels: a "
+                                      "matrix, results.json, junit.xml and report.html")
+    add_run_arguments(run)
+    report = sub.add_parser("report", help="reports from results: merge shards' output folders")
+    report_sub = report.add_subparsers(dest="report_command", required=True)
+    merge = report_sub.add_parser("merge", help="join the output folders of shards into one "
+                                                "report")
+    merge.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
+    merge.add_argument("--out", type=Path, required=True, help="folder for the merged report")
     kernels = sub.add_parser("kernels", help="the Debian kernel specs and what each resolves "
                                              "to right now")
     kernels.add_argument("--refresh", action="store_true",
@@ -240,50 +254,31 @@ def _terminate(signum: int, frame: FrameType | None) -> None:
 
 def cmd_scenario(args: argparse.Namespace) -> int:
     extra = [get_profile(p) for p in args.also_profile]
-    docs: list[dict[str, object]] = []
-    for name in _platforms(args):
-        platform = PLATFORMS[name]
-        scenarios = [load_scenario(f, platform) for f in args.files]
+    choice = ProfileChoice(get_profile(args.profile)) if args.profile else None
+    plan = [(name, [load_scenario(f, PLATFORMS[name]) for f in args.files])
+            for name in _platforms(args)]  # every file checked before any guest boots
+    started, runs = now(), []
+
+    def booted(guest: Guest, used: ProfileChoice) -> None:
+        if used.note:
+            print(f"iommu-harness: {used.note}", file=sys.stderr, flush=True)
+        if not args.json:
+            print(f"# {guest.config.platform.name}: kernel {guest.config.kernel.describe()}, "
+                  f"model profile {used.profile.name}{' (assumed)' if used.assumed else ''}",
+                  flush=True)
+
+    def done(result: ScenarioResult) -> None:
+        if not args.json:
+            print(format_scenario(result), flush=True)
+
+    for name, scenarios in plan:
         for topo_file, group in _by_topology(scenarios).items():
             request = replace(_request(args, name), topology=topo_file)
-            pending = list(group)
-            while pending:  # a guest that dies fails its scenario; a fresh one runs the rest
-                pending = _run_on_one_guest(args, request, pending, extra, docs)
-    ok = all(d["ok"] is not False for d in docs)
+            runs += run_on_guests(request, group, choice, extra, booted, done)
+    results = RunResults(tuple(runs), started, now(), host_facts())
     if args.json:
-        print(json.dumps({"ok": ok, "scenarios": docs}, indent=2))
-    return 0 if ok else EXIT_MISMATCH
-
-
-def _run_on_one_guest(args: argparse.Namespace, request: GuestRequest,
-                      scenarios: list[Scenario], extra: list[Profile],
-                      docs: list[dict[str, object]]) -> list[Scenario]:
-    """Run scenarios on one fresh guest until one kills it; return those not yet run."""
-    config = prepare(request)
-    name = config.platform.name
-    with Guest(config) as guest:
-        choice = ProfileChoice(get_profile(args.profile)) if args.profile \
-            else kernel_profile(config.kernel)
-        if choice.note:
-            print(f"iommu-harness: {choice.note}", file=sys.stderr, flush=True)
-        if not args.json:
-            print(f"# {name}: kernel {config.kernel.describe()}, model profile "
-                  f"{choice.profile.name}{' (assumed)' if choice.assumed else ''}", flush=True)
-        for i, scenario in enumerate(scenarios):
-            rest: list[Scenario] | None = None
-            try:
-                doc = _run_one(guest, scenario, choice, extra, name)
-            except (GuestDied, GuestHung) as exc:
-                # The kernel under test crashed or hung: this scenario failed, not the harness.
-                doc = {**_head(guest, scenario, choice, name), "ok": False, "died": exc.problem,
-                       "console_log": str(guest.console_log)}
-                rest = scenarios[i + 1:]
-            docs.append(doc)
-            if not args.json:
-                print(format_scenario(doc, [p.name for p in extra]), flush=True)
-            if rest is not None:
-                return rest
-    return []
+        print(json.dumps(results_json(results), indent=2))
+    return 0 if results.ok else EXIT_MISMATCH
 
 
 def _by_topology(scenarios: list[Scenario]) -> dict[Path, list[Scenario]]:
@@ -293,33 +288,13 @@ def _by_topology(scenarios: list[Scenario]) -> dict[Path, list[Scenario]]:
     return groups
 
 
-def _head(guest: Guest, scenario: Scenario, choice: ProfileChoice,
-          platform: str) -> dict[str, object]:
-    return {"scenario": scenario.name, "file": str(scenario.path), "platform": platform,
-            "kernel": guest.config.kernel.release,
-            "kernel_resolved": kernel_record(guest.config.kernel),
-            "profile": choice.profile.name, "profile_assumed": choice.assumed,
-            "profile_note": choice.note}
-
-
-def _run_one(guest: Guest, scenario: Scenario, choice: ProfileChoice, extra: list[Profile],
-             platform: str) -> dict[str, object]:
-    profile = choice.profile
-    head = _head(guest, scenario, choice, platform)
-    if scenario.profiles and profile.name not in scenario.profiles:
-        return {**head, "ok": None, "skipped": f"profile {profile.name} not in "
-                                               f"{list(scenario.profiles)}"}
-    if scenario.platforms and platform not in scenario.platforms:
-        return {**head, "ok": None, "skipped": f"platform {platform} not in "
-                                               f"{list(scenario.platforms)}"}
-    differ = Differ(guest, scenario.topology, profile, extra)
-    differ.setup(scenario)
-    rows = [differ.step(i + 1, step) for i, step in enumerate(scenario.steps)]
-    return {**head, "ok": all(r.ok for r in rows), "steps": [asdict(r) for r in rows]}
+def cmd_report(args: argparse.Namespace) -> int:
+    return cmd_report_merge(args)
 
 
 COMMANDS = {"boot": cmd_boot, "groups": cmd_groups, "shell": cmd_shell,
-            "scenario": cmd_scenario, "kernels": cmd_kernels, "profiles": cmd_profiles}
+            "scenario": cmd_scenario, "kernels": cmd_kernels, "profiles": cmd_profiles,
+            "run": cmd_run, "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -190,12 +190,12 @@ class Guest:
     def events_since(self, seq: int) -> list[Event]:
         return classify(self.kmsg_since(seq))
 
-    def step(self, command: str, timeout: float = 60.0) -> StepResult:
+    def run_traced(self, command: str, timeout: float = 60.0) -> Traced:
         """Run one command and return, with its result, the kernel events it caused (the
         records logged between the command's start and its end)."""
         mark = self.kmsg_mark()
         result = self.run(command, timeout)
-        return StepResult(result, tuple(self.events_since(mark.seq)))
+        return Traced(result, tuple(self.events_since(mark.seq)))
 
     def check(self, command: str, timeout: float = 60.0) -> str:
         """Run a command that must succeed; return its output as text."""
@@ -295,7 +295,7 @@ def _short(command: str, limit: int = 160) -> str:
 
 
 @dataclass(frozen=True)
-class StepResult:
+class Traced:
     result: Result
     events: tuple[Event, ...]
 

@@ -4,62 +4,37 @@ side by side. The format is documented in the README under "Scenario files"."""
 from __future__ import annotations
 
 import errno
-import os
 import re
 import tomllib
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from .errors import ConfigError
-from .model import DMA_API, NO_DRIVER, OWNED, Model, Profile
 from .model.core import OPERATION_ARGS, OPERATIONS, TYPE_REQUESTS
 from .model.profiles import PROFILES
 from .platforms import Platform
 from .prepare import TOPOLOGIES_DIR
-from .topology import Topology, device_bdf, load_topology, predict_groups
+from .steps import (
+    Action,
+    Bind,
+    ByProfile,
+    Checks,
+    DriverChoice,
+    Observe,
+    Operation,
+    Pairs,
+    Step,
+    TypeWrite,
+    Via,
+)
+from .topology import Topology, load_topology
 
-BIND_KINDS = {"owned": "ih_edu_owned", "dma_api": "ih_edu", "none": ""}
-# What the model needs to know of a driver: does it manage DMA itself (driver_managed_dma)?
-# drivers/pci/pcie/portdrv.c, drivers/pci/pci-stub.c, drivers/vfio/pci/vfio_pci.c set it;
-# shpchp (drivers/pci/hotplug/shpchp_core.c) and ordinary drivers do not.
-DRIVER_KIND = {"ih_edu_owned": OWNED, "pci-stub": OWNED, "vfio-pci": OWNED, "pcieport": OWNED}
-_STEP_KEYS = {"op", "bind", "via", "expect", "state", "types", "events", "note"}
-# How a bind step reaches the driver core: the driver's `bind` file (bind_store: the probe's
-# error as is) or the bus's `drivers_probe` (drivers_probe_store: any failure is -EINVAL).
-BIND_VIA = ("bind", "drivers_probe")
+_STEP_KEYS = {"op", "bind", "via", "observe", "expect", "state", "types", "events", "note"}
 _TOP_KEYS = {"name", "description", "topology", "profiles", "platforms", "bind", "step"}
-
-
-def driver_kind(name: str | None) -> str:
-    if not name:
-        return NO_DRIVER
-    return DRIVER_KIND.get(name, DMA_API)
-
-
-@dataclass(frozen=True)
-class Step:
-    op: str = ""  # an ih_attach operation, device ids not yet resolved
-    bind: tuple[tuple[str, str], ...] = ()  # device id → owned | dma_api | none
-    via: str = "bind"  # bind | drivers_probe
-    expect: int | None = None  # the rc the author insists on, under any profile
-    expect_by_profile: tuple[tuple[str, int], ...] = ()  # profile name → rc
-    state: tuple[tuple[str, str], ...] = ()
-    types: tuple[tuple[str, str], ...] = ()  # device id → the group's sysfs type
-    events: tuple[str, ...] = ()
-    note: str = ""
-
-    def expected(self, profile: str) -> int | None:
-        """The rc the author insists on under ``profile`` (None: no insistence)."""
-        return dict(self.expect_by_profile).get(profile, self.expect)
-
-    @property
-    def label(self) -> str:
-        if self.op:
-            return self.op
-        verb = "bind" if self.via == "bind" else "probe"
-        return f"{verb} " + " ".join(f"{d}={k}" for d, k in self.bind)
+# Operations the harness performs from the guest's shell rather than through ih_attach.
+SHELL_OPS = ("set_type",)
 
 
 @dataclass(frozen=True)
@@ -68,16 +43,19 @@ class Scenario:
     path: Path
     topology: Topology
     steps: tuple[Step, ...]
-    bind: tuple[tuple[str, str], ...]
+    bind: tuple[tuple[str, DriverChoice], ...]
     profiles: tuple[str, ...] = ()
     platforms: tuple[str, ...] = ()
     description: str = ""
     topology_path: Path = TOPOLOGIES_DIR / "default.toml"
 
 
-def _errno_value(value: Any, fail: Any, where: str) -> int:
+Fail = Callable[[str, str], ConfigError]
+
+
+def _errno_value(value: Any, fail: Fail, where: str) -> int:
     if isinstance(value, bool):
-        raise fail(f"{where}: expect must be an errno name or an integer", "write expect = "
+        raise fail(f"{where}: must be an errno name or an integer", "write expect = "
                    "\"EINVAL\" or expect = 0")
     if isinstance(value, int):
         return -abs(value)
@@ -87,7 +65,7 @@ def _errno_value(value: Any, fail: Any, where: str) -> int:
         code = getattr(errno, value.lstrip("-"), None)
         if isinstance(code, int):
             return -code
-    raise fail(f"{where}: expect {value!r} is not an errno name", "use a name such as "
+    raise fail(f"{where} {value!r} is not an errno name", "use a name such as "
                "\"EBUSY\", or 0")
 
 
@@ -133,21 +111,24 @@ def load_scenario(path: Path, platform: Platform) -> Scenario:
                     topology_path=topo_path)
 
 
-def _bind_table(value: Any, ids: set[str], fail: Any, where: str) -> tuple[tuple[str, str], ...]:
+def _bind_table(value: Any, ids: set[str], fail: Fail,
+                where: str) -> tuple[tuple[str, DriverChoice], ...]:
     if not isinstance(value, dict):
         raise fail(f"{where} must be a table of device = driver kind",
                    'write { edu0 = "owned" }')
+    kinds = [c.value for c in DriverChoice]
     for dev, kind in value.items():
         if dev not in ids:
             raise fail(f"{where}: unknown device {dev!r}", f"devices are {sorted(ids)}")
-        if kind not in BIND_KINDS:
+        if kind not in kinds:
             raise fail(f"{where}: unknown driver kind {kind!r} for {dev}",
-                       f"use one of {sorted(BIND_KINDS)}")
-    return tuple(sorted(value.items()))
+                       f"use one of {sorted(kinds)}")
+    return tuple(sorted((d, DriverChoice(k)) for d, k in value.items()))
 
 
 # What a device's domain can be in a step's `state`, besides "@handle".
 STATE_WORDS = ("default", "blocked", "unmanaged", "identity", "none")
+TYPE_WORDS = (*TYPE_REQUESTS[:-1], "none")
 _BDF = re.compile(r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-9a-f]{2}\.[0-7]$")
 
 
@@ -156,7 +137,7 @@ def _state_word(value: Any) -> bool:
                                        (value.startswith("@") and len(value) > 1))
 
 
-def _check_op_words(op: str, ids: set[str], fail: Any, where: str) -> None:
+def _check_op_words(op: str, ids: set[str], fail: Fail, where: str) -> None:
     """An operation's argument count and its device arguments, against the model's table."""
     name, *words = op.split()
     wanted = OPERATION_ARGS[name]
@@ -171,7 +152,81 @@ def _check_op_words(op: str, ids: set[str], fail: Any, where: str) -> None:
                        f"use one of {', '.join(sorted(ids))}")
 
 
-def _step(data: Any, index: int, ids: set[str], fail: Any) -> Step:
+V = TypeVar("V")
+
+
+def _by_profile(value: Any, parse: Callable[[Any, str], V], empty: V, where: str,
+                fail: Fail) -> ByProfile[V]:
+    """A check's value, or a table of them by profile name (``{ "linux-6.1" = ... }``)."""
+    if isinstance(value, dict) and value and set(value) <= set(PROFILES):
+        return ByProfile(empty, tuple(sorted((k, parse(v, f"{where} ({k})"))
+                                             for k, v in value.items())))
+    if isinstance(value, dict) and any(k.startswith("linux-") or k.startswith("proposal-")
+                                       for k in value):
+        unknown = sorted(k for k in value if k not in PROFILES)
+        raise fail(f"{where} names unknown profile(s) {', '.join(unknown)}",
+                   f"profiles are {', '.join(PROFILES)}")
+    return ByProfile(parse(value, where))
+
+
+def _checks(data: dict[str, Any], ids: set[str], fail: Fail, where: str) -> Checks:
+    def rc(value: Any, at: str) -> int | None:
+        return None if value is None else _errno_value(value, fail, at)
+
+    def state(value: Any, at: str) -> Pairs:
+        pairs = value.items() if isinstance(value, dict) else ()
+        bad = next((f"{k} = {v!r}" for k, v in pairs if k not in ids or not _state_word(v)), "")
+        if not isinstance(value, dict) or bad:
+            raise fail(f"{at} must map device ids to domains"
+                       f"{' (not ' + bad + ')' if bad else ''}",
+                       f'write state = {{ edu0 = "@d" }} (or {", ".join(map(repr, STATE_WORDS))})')
+        return tuple(sorted(value.items()))
+
+    def types(value: Any, at: str) -> Pairs:
+        if not isinstance(value, dict) or not all(k in ids and v in TYPE_WORDS
+                                                  for k, v in value.items()):
+            raise fail(f"{at} must map device ids to a group type",
+                       'write types = { edu0 = "identity" } (or "DMA", "DMA-FQ", "none")')
+        return tuple(sorted(value.items()))
+
+    def events(value: Any, at: str) -> tuple[str, ...]:
+        if not isinstance(value, list) or not all(isinstance(e, str) for e in value):
+            raise fail(f"{at} must be a list of event kinds or signatures",
+                       'write events = ["dmar_fault"]')
+        return tuple(value)
+
+    return Checks(rc=_by_profile(data.get("expect"), rc, None, f"{where}: expect", fail),
+                  state=_by_profile(data.get("state", {}), state, (), f"{where}: state", fail),
+                  types=_by_profile(data.get("types", {}), types, (), f"{where}: types", fail),
+                  events=_by_profile(data.get("events", []), events, (), f"{where}: events",
+                                     fail))
+
+
+def _action(data: dict[str, Any], ids: set[str], fail: Fail, where: str) -> Action:
+    op, bind, observe = data.get("op", ""), data.get("bind"), data.get("observe", False)
+    if sum(map(bool, (op, bind, observe))) != 1:
+        raise fail(f"{where}: needs exactly one of 'op', 'bind' and 'observe'",
+                   'write op = "attach_dev d edu0", bind = { edu0 = "dma_api" } or '
+                   'observe = true')
+    vias = [v.value for v in Via]
+    via = data.get("via", "bind")
+    if via not in vias or (via != "bind" and not bind):
+        raise fail(f"{where}: 'via' must be one of {', '.join(vias)}, with 'bind'",
+                   'write bind = { edu0 = "dma_api" } and via = "drivers_probe"')
+    if bind:
+        return Bind(_bind_table(bind, ids, fail, where), Via(via))
+    if observe:
+        if observe is not True:
+            raise fail(f"{where}: 'observe' must be true", "write observe = true")
+        return Observe()
+    if not isinstance(op, str) or op.split()[0] not in OPERATIONS:
+        raise fail(f"{where}: unknown operation {op!r}", f"operations are {', '.join(OPERATIONS)}")
+    _check_op_words(op, ids, fail, where)
+    name, *words = op.split()
+    return TypeWrite(words[0], words[1]) if name in SHELL_OPS else Operation(op)
+
+
+def _step(data: Any, index: int, ids: set[str], fail: Fail) -> Step:
     where = f"step {index + 1}"
     if not isinstance(data, dict):
         raise fail(f"{where} is not a table", "write each step as [[step]]")
@@ -179,185 +234,10 @@ def _step(data: Any, index: int, ids: set[str], fail: Any) -> Step:
     if unknown:
         raise fail(f"{where}: unknown key(s) {', '.join(sorted(unknown))}",
                    f"step keys are {', '.join(sorted(_STEP_KEYS))}")
-    op, bind = data.get("op", ""), data.get("bind")
-    if bool(op) == bool(bind):
-        raise fail(f"{where}: needs exactly one of 'op' and 'bind'",
-                   'write op = "attach_dev d edu0" or bind = { edu0 = "dma_api" }')
-    if op and (not isinstance(op, str) or op.split()[0] not in _OPS):
-        raise fail(f"{where}: unknown operation {op!r}", f"operations are {', '.join(_OPS)}")
-    via = data.get("via", "bind")
-    if via not in BIND_VIA or (via != "bind" and not bind):
-        raise fail(f"{where}: 'via' must be one of {', '.join(BIND_VIA)}, with 'bind'",
-                   'write bind = { edu0 = "dma_api" } and via = "drivers_probe"')
-    if op:
-        _check_op_words(op, ids, fail, where)
-    state = data.get("state", {})
-    pairs = state.items() if isinstance(state, dict) else ()
-    bad = next((f"{k} = {v!r}" for k, v in pairs if k not in ids or not _state_word(v)), "")
-    if not isinstance(state, dict) or bad:
-        raise fail(f"{where}: 'state' must map device ids to domains"
-                   f"{' (not ' + bad + ')' if bad else ''}",
-                   f'write state = {{ edu0 = "@d" }} (or {", ".join(map(repr, STATE_WORDS))})')
-    types = data.get("types", {})
-    if not isinstance(types, dict) or not all(k in ids and v in (*TYPE_REQUESTS[:-1], "none")
-                                              for k, v in types.items()):
-        raise fail(f"{where}: 'types' must map device ids to a group type",
-                   'write types = { edu0 = "identity" } (or "DMA", "DMA-FQ", "none")')
-    events = data.get("events", [])
-    if not isinstance(events, list) or not all(isinstance(e, str) for e in events):
-        raise fail(f"{where}: 'events' must be a list of event kinds or signatures",
-                   'write events = ["dmar_fault"]')
-    expect = data.get("expect")
-    by_profile: tuple[tuple[str, int], ...] = ()
-    if isinstance(expect, dict):
-        unknown_profiles = set(expect) - set(PROFILES)
-        if unknown_profiles:
-            raise fail(f"{where}: expect names unknown profile(s) "
-                       f"{', '.join(sorted(unknown_profiles))}",
-                       f"profiles are {', '.join(PROFILES)}")
-        by_profile = tuple(sorted((k, _errno_value(v, fail, f"{where} ({k})"))
-                                  for k, v in expect.items()))
-        expect = None
-    return Step(op=op or "", bind=_bind_table(bind, ids, fail, where) if bind else (), via=via,
-                expect=_errno_value(expect, fail, where) if expect is not None else None,
-                expect_by_profile=by_profile,
-                state=tuple(sorted(state.items())), types=tuple(sorted(types.items())),
-                events=tuple(events), note=str(data.get("note", "")))
-
-
-_OPS = OPERATIONS
-# Operations the harness performs from the guest's shell rather than through ih_attach.
-SHELL_OPS = ("set_type",)
-
-
-def resolve(line: str, topo: Topology) -> str:
-    """Device ids in an operation become the PCI addresses the guest knows."""
-    bdfs = {d.id: device_bdf(topo, d) for d in topo.devices}
-    return " ".join(bdfs.get(w, w) for w in line.split())
-
-
-# ---------------------------------------------------------------------------------- model side
-
-def groups_at_probe(platform: Platform, profile: Profile) -> bool:
-    """Whether a device gets its IOMMU group only when a driver probes it: a platform's
-    property (SMMUv3) that a kernel can drop (7.x adds the group at device add)."""
-    return platform.groups_need_driver and profile.smmu_groups_need_driver
-
-
-def build_model(scenario: Scenario, platform: Platform, profile: Profile,
-                drivers: Mapping[str, str | None], bound: Sequence[str],
-                types: Mapping[str, str] | None = None, auto_type: str = "DMA") -> Model:
-    """A model whose groups are the topology's prediction for the devices bound (in order)
-    and whose drivers are those the guest really has (so the bridge's port driver counts).
-    ``types`` maps a device to its group's sysfs type as the guest shows it."""
-    topo = scenario.topology
-    at_probe = groups_at_probe(platform, profile)
-    predicted = predict_groups(topo, platform, bound, at_probe)
-    groups = {i: [m.bdf for m in g.members] for i, g in enumerate(predicted)}
-    kinds = {bdf: driver_kind(name) for bdf, name in drivers.items()}
-    found = types or {}
-    group_types = {i: next((found[m] for m in members if m in found), auto_type)
-                   for i, members in groups.items()}
-    bridges = {b.id: f"0000:00:{b.slot:02x}.0" for b in topo.bridges}
-    alias = {device_bdf(topo, d): bridges[d.bridge] for d in topo.devices if d.bridge}
-    births = {device_bdf(topo, d): f"alias:{bridges[d.bridge]}" if d.bridge
-              else f"slot:{d.slot}" for d in topo.devices} if at_probe else {}
-    return Model(profile, platform.groups_need_driver, groups, kinds, group_types, auto_type,
-                 alias, births)
-
-
-def model_bind(model: Model, bdf: str, kind: str, via: str = "bind") -> int:
-    """Rebinding a device in the model: unbind (a DMA-API driver gives its count back), then
-    bind; a DMA-API driver's probe calls iommu_device_use_default_domain
-    (drivers/iommu/iommu.c), -EBUSY when the group is owned or off its default domain.
-    That -EBUSY comes from dma_configure, before the driver's probe, so it stays negative
-    (drivers/base/dd.c: really_probe turns only probe() errors positive): `bind` returns it
-    (drivers/base/bus.c: bind_store), `drivers_probe` turns any failure into -EINVAL
-    (drivers_probe_store, bus_rescan_devices_helper)."""
-    state = model.state
-    if kind != "none":
-        model.probe(bdf)  # SMMUv3 before 7.x: the group is made at the first probe
-    g = state.group_of(bdf)
-    if g is not None and state.drivers.get(bdf) != NO_DRIVER:
-        model.drop_pasids(g)  # ih_attach's remove detaches its PASIDs on the group
-    if state.drivers.get(bdf) == DMA_API and g is not None:
-        g.owner_cnt = max(0, g.owner_cnt - 1)
-    state.drivers[bdf] = NO_DRIVER
-    if kind == "dma_api":
-        # 6.12 also refuses while PASIDs are attached (g.pasids is empty on 6.1).
-        if g is not None and g.owner_cnt and (g.owner is not None or g.domain != "default"
-                                              or g.pasids):
-            return -errno.EBUSY if via == "bind" else -errno.EINVAL
-        if g is not None:
-            g.owner_cnt += 1
-        state.drivers[bdf] = DMA_API
-    elif kind == "owned":
-        state.drivers[bdf] = OWNED
-    return 0
-
-
-@dataclass
-class StepReport:
-    index: int
-    label: str
-    kernel_rc: int | None
-    model_rc: int
-    kernel_guard: bool
-    model_guard: bool
-    kernel_state: dict[str, str]
-    model_state: dict[str, str]
-    events: list[str] = field(default_factory=list)
-    kernel_types: dict[str, str] = field(default_factory=dict)
-    model_types: dict[str, str] = field(default_factory=dict)
-    model_warn: str = ""  # the model says the kernel WARNs here (in this function)
-    model_fault: bool = False  # the model says the IOMMU reports a DMA fault here
-    expected_events: list[str] = field(default_factory=list)  # splats the step expected
-    problems: list[str] = field(default_factory=list)
-    extra: list[int] = field(default_factory=list)  # rc under each --also-profile model
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
+    return Step(_action(data, ids, fail, where), _checks(data, ids, fail, where),
+                note=str(data.get("note", "")))
 
 
 def topology_file(scenario: Scenario) -> Path:
     """The topology file a scenario's guest boots with."""
     return scenario.topology_path
-
-
-def format_scenario(doc: Mapping[str, Any], extra: Sequence[str] = ()) -> str:
-    """One row per step: operation, kernel result, model result, agreement, kernel events."""
-    title = (f"== {doc['scenario']} ({doc['platform']}, {doc['kernel']}, model "
-             f"{doc['profile']})")
-    if doc.get("skipped"):
-        return f"{title}: skipped, {doc['skipped']}"
-    if doc.get("died"):
-        where = doc.get("console_log", "its console log")
-        return f"{title}\n   FAILED: {doc['died']} (see {where})"
-    cols = "".join(f" {p[:16]:<17}" for p in extra)
-    lines = [title, f"{'#':>3} {'operation':<44} {'kernel':<10} {'model':<10}{cols} verdict"]
-    for s in doc["steps"]:
-        k = errno_text(s["kernel_rc"]) + ("*" if s["kernel_guard"] else "")
-        m = errno_text(s["model_rc"]) + ("*" if s["model_guard"] else "") + \
-            ("!" if s.get("model_warn") else "") + ("^" if s.get("model_fault") else "")
-        others = "".join(f" {errno_text(rc):<17}" for rc in s["extra"])
-        verdict = "ok" if not s["problems"] else "DIFF: " + "; ".join(s["problems"])
-        ev = f"  [{', '.join(s['events'])}]" if s["events"] else ""
-        lines.append(f"{s['index']:>3} {s['label'][:44]:<44} {k:<10} {m:<10}{others} "
-                     f"{verdict}{ev}")
-    lines.append("   agree" if doc["ok"] else "   DISAGREE")
-    return "\n".join(lines)
-
-
-def errno_text(rc: int | None) -> str:
-    if rc is None:
-        return "-"
-    return "0" if rc == 0 else errno.errorcode.get(-rc, str(rc))
-
-
-def bind_errno(stderr: str) -> int:
-    """The errno behind a failed sysfs write, from the shell's strerror text."""
-    for code, _name in errno.errorcode.items():
-        if os.strerror(code).lower() in stderr.lower():
-            return -code
-    return -errno.EIO

@@ -80,8 +80,8 @@ def test_dma_through_a_mapped_iova_moves_the_right_bytes_and_unmapped_faults(
     assert [x.rc for x in r] == [0, 0, 0, 0, 0, EINVAL]
     assert r[3].get("bytes") == "4095"
     assert r[5].guard  # more than edu's limit (see ih_attach.c: EDU_DMA_MAX)
-    step = g.step(f"printf 'dma_raw {EDU0} 0x900000 to_ram\\n' > /sys/kernel/debug/ih_attach/ctl;"
-                  " cat /sys/kernel/debug/ih_attach/ctl")
+    step = g.run_traced(f"printf 'dma_raw {EDU0} 0x900000 to_ram\\n' > "
+                        "/sys/kernel/debug/ih_attach/ctl; cat /sys/kernel/debug/ih_attach/ctl")
     assert step.result.text.startswith("dma_raw 0")
     faults = [e for e in step.events if e.kind == FAULT_KIND[platform]]
     assert len(faults) == 1 and faults[0].detail("address") == "0x900000"

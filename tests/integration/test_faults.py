@@ -56,10 +56,10 @@ def test_dma_to_an_unmapped_iova_raises_the_iommu_fault_in_that_step(
     g = guest_pool.fresh(platform)
     with g:
         g.bind_topology("pci-stub")  # on SMMUv3 the device needs a driver to have a group
-        quiet = g.step("true")
+        quiet = g.run_traced("true")
         assert quiet.events == ()
-        step = g.step('insmod "/lib/modules/$(uname -r)/extra/ih_smoke.ko" fault=dma && '
-                      "rmmod ih_smoke")
+        step = g.run_traced('insmod "/lib/modules/$(uname -r)/extra/ih_smoke.ko" fault=dma && '
+                            "rmmod ih_smoke")
         assert step.result.exit_code == 0, step.result.stderr
         faults = [e for e in step.events if e.kind == FAULT_KIND[platform]]
         assert len(faults) == 1, step.events

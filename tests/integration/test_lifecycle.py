@@ -10,15 +10,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from harness import cli
+from harness import cli, runner
 from harness.accel import kvm_device_usable, kvm_verdict
 from harness.errors import GuestDied
+from harness.guest import Guest
 from harness.kernel import resolve_kernel
 from harness.platforms import PLATFORMS
 from harness.pytest_plugin import GuestPool
+from harness.results import ScenarioResult
+from harness.scenario import Scenario
 from tests.integration.helpers import alive, children_named, wait_gone
 
 HARNESS = [sys.executable, "-m", "harness.cli"]
@@ -133,25 +137,26 @@ def test_a_kernel_crash_fails_its_scenario_and_a_fresh_guest_runs_the_rest(
     # The kernel under test panics during the first scenario (a real panic, injected through
     # sysrq): that scenario fails with the fatal event, the second runs on a fresh guest, and
     # the exit code is 1 (a failed test), not 2 (a harness error): what git bisect run reads.
-    real = cli._run_one
+    real = runner.run_scenario
     seen: list[str] = []
 
-    def crash_first(guest: object, scenario: cli.Scenario, *rest: object) -> dict[str, object]:
+    def crash_first(guest: Guest, scenario: Scenario, *rest: Any) -> ScenarioResult:
         seen.append(scenario.name)
         if len(seen) == 1:
-            cli.Guest.run(guest, "echo c > /proc/sysrq-trigger")  # type: ignore[arg-type]
-        return real(guest, scenario, *rest)  # type: ignore[arg-type]
+            guest.run("echo c > /proc/sysrq-trigger")
+        return real(guest, scenario, *rest)
 
-    monkeypatch.setattr(cli, "_run_one", crash_first)
+    monkeypatch.setattr(runner, "run_scenario", crash_first)
     files = [str(SCENARIOS / "singleton-attach-detach.toml"),
              str(SCENARIOS / "second-domain-refused.toml")]
     code = cli.main(["scenario", *files, "--platform", platform, "--out", str(tmp_path),
                      "--json"])
     doc = json.loads(capsys.readouterr().out)
     assert code == 1
-    first, second = doc["scenarios"]
-    assert first["ok"] is False and "panic:sysrq triggered crash" in first["died"]
-    assert second["ok"] is True and "died" not in second
+    first, second = doc["runs"]
+    assert first["outcome"] == "died" and "panic:sysrq triggered crash" in first["detail"]
+    assert first["ok"] is False and first["steps"] == []
+    assert second["outcome"] == "pass" and second["ok"] is True
     assert len(list(tmp_path.glob("*/console.log"))) == 2  # the second ran on a fresh guest
 
 

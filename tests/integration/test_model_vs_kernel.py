@@ -19,7 +19,11 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 from harness.differ import Differ, guest_profile, scenario_toml
 from harness.model import Profile
 from harness.pytest_plugin import GuestPool
-from harness.scenario import Scenario, Step, load_scenario
+from harness.reports.junit import failure_text
+from harness.results import Outcome, ScenarioResult
+from harness.runner import run_scenario
+from harness.scenario import Scenario, load_scenario
+from harness.steps import Step
 from harness.topology import Topology
 from tests.integration.helpers import KERNELS, spec_profile
 
@@ -83,6 +87,13 @@ def _ids(pairs: list[tuple[Path, str]]) -> list[str]:
     return [f"{p.stem}-{k[7:]}" for p, k in pairs]
 
 
+def check_result(guest_pool: GuestPool, result: ScenarioResult) -> None:
+    """A scenario run passes: every step agrees and meets its checks."""
+    # The splats a step expected (a predicted WARN) were judged step by step.
+    guest_pool.accept(e for step in result.steps for e in step.expected_events)
+    assert result.outcome is Outcome.PASS, failure_text(result)
+
+
 def run_catalogue_scenario(guest_pool: GuestPool, platform: str, kernel: str,
                            path: Path) -> None:
     g = guest_pool.get(platform, kernel)
@@ -90,13 +101,7 @@ def run_catalogue_scenario(guest_pool: GuestPool, platform: str, kernel: str,
     profile = guest_profile(g)
     assert not scenario.profiles or profile.name in scenario.profiles
     assert not scenario.platforms or platform in scenario.platforms
-    differ = Differ(g, scenario.topology, profile)
-    differ.setup(scenario)
-    reports = [differ.step(i + 1, s) for i, s in enumerate(scenario.steps)]
-    guest_pool.accept(e for r in reports for e in r.expected_events)  # judged step by step
-    problems = [f"step {r.index} {r.label}: {'; '.join(r.problems)}" for r in reports
-                if not r.ok]
-    assert not problems, "\n".join(problems)
+    check_result(guest_pool, run_scenario(g, scenario))
 
 
 @pytest.mark.parametrize(("path", "kernel"), _catalogue(), ids=_ids(_catalogue()))
@@ -122,13 +127,7 @@ def test_a_group_born_at_first_probe_is_in_the_model(guest_pool: GuestPool, plat
     # never had a driver: the model must make its group when the bind step probes it.
     path = Path(__file__).parent / "group-birth-at-probe.toml"
     with guest_pool.fresh(platform, kernel) as g:
-        scenario = load_scenario(path, g.config.platform)
-        differ = Differ(g, scenario.topology, guest_profile(g))
-        differ.setup(scenario)
-        reports = [differ.step(i + 1, s) for i, s in enumerate(scenario.steps)]
-    problems = [f"step {r.index} {r.label}: {'; '.join(r.problems)}" for r in reports
-                if not r.ok]
-    assert not problems, "\n".join(problems)
+        check_result(guest_pool, run_scenario(g, load_scenario(path, g.config.platform)))
 
 
 def test_every_scenario_is_in_the_catalogue() -> None:
@@ -179,14 +178,14 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
 
         def run_step(self, op: str) -> None:
             self.lines.append(op)
-            report = self.differ.step(len(self.lines), Step(op=op))
+            report = self.differ.step(len(self.lines), Step.op(op))
             guest_pool.accept(report.expected_events)  # a WARN the model predicted
             if not report.ok:
                 reproducer = scenario_toml(f"fuzz reproducer ({used.name})", "default",
                                            self.lines)
                 note(reproducer)
                 raise AssertionError(f"model and kernel disagree at step {report.index} "
-                                     f"({op}): {'; '.join(report.problems)}\n"
+                                     f"({op}): {'; '.join(p.text for p in report.problems)}\n"
                                      f"--- reproducer ---\n{reproducer}")
 
     # derandomize: the same sequences every run, so a CI failure replays exactly.

@@ -13,20 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from harness.differ import (
-    auto_type,
-    bind_script,
-    restore_types_script,
-    set_type_script,
-    types_script,
-)
-from harness.scenario import bind_errno
+from harness.differ import auto_type, restore_types_script, types_script
+from harness.steps import Bind, DriverChoice, TypeWrite, Via, bind_errno, bind_script
 from harness.sysfs import GroupMember, IommuGroup
 
 A, B = "0000:00:03.0", "0000:01:01.0"
 ABSENT = "ih-test-absent-device"  # no such entry under /sys/bus/pci/devices
 SH = shutil.which("sh")
 needs_sh = pytest.mark.skipif(SH is None, reason="no /bin/sh")
+
+
+def set_type_script(bdf: str, request: str) -> str:
+    return TypeWrite("d", request).script({"d": bdf})
 
 
 def group(gid: int, typ: str, *bdfs: str) -> IommuGroup:
@@ -177,5 +175,20 @@ def test_bind_script_is_valid_shell(kind: str, via: str) -> None:
 
 
 def test_bind_script_rejects_an_unknown_kind() -> None:
-    with pytest.raises(KeyError):
+    with pytest.raises(ValueError, match="vfio"):
         bind_script(A, "vfio")
+
+
+@needs_sh
+def test_a_bind_steps_script_reports_each_devices_status_and_error() -> None:
+    # Against a device that does not exist: the write fails, the line carries the status and
+    # the shell's error text (one line), and the step's answer is the errno behind it.
+    step = Bind((("d", DriverChoice.OWNED), ("e", DriverChoice.NONE)), Via.BIND)
+    r = sh(step.script({"d": ABSENT, "e": ABSENT}))
+    first, _second = r.stdout.splitlines()
+    status, error = first.split(" ", 1)
+    assert status != "0" and "driver_override" in error, first
+    assert step.answer(r.stdout) == (bind_errno(error), False)
+    assert step.answer("0 \n0 \n") == (0, False)
+    assert step.answer("0 \n1 sh: write error: Device or resource busy\n") == \
+        (-errno.EBUSY, False)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from harness.model import PROFILES, Profile, diff_profiles, format_diff, format_profiles
+from harness.model.build import build_model
 from harness.model.profiles import SERIES, series_of
 from harness.model.rules import (
     BASES,
@@ -24,7 +25,8 @@ from harness.model.rules import (
     rule_fields,
 )
 from harness.platforms import AARCH64_SMMUV3, X86_64_VTD, Platform
-from harness.scenario import BIND_KINDS, Scenario, build_model, load_scenario, model_bind, resolve
+from harness.scenario import Scenario, load_scenario
+from harness.steps import DRIVER_NAMES, DriverChoice
 from harness.topology import device_bdf
 
 L61, L612, L72 = PROFILES["linux-6.1"], PROFILES["linux-6.12"], PROFILES["linux-7.2"]
@@ -167,36 +169,31 @@ def model_side(s: Scenario, platform: Platform, profile: Profile) -> list[str]:
     bdfs = {d.id: device_bdf(topo, d) for d in topo.devices}
     kinds = dict(s.bind)
     order = sorted(topo.devices, key=lambda d: bdfs[d.id])
-    bound = [d.id for d in order if kinds.get(d.id, "none") != "none"]
+    bound = [d.id for d in order if kinds.get(d.id, DriverChoice.NONE) is not DriverChoice.NONE]
     grouped = [d.id for d in order] if not profile.smmu_groups_need_driver else bound
-    drivers: dict[str, str | None] = {bdf: BIND_KINDS[kinds.get(i, "none")] or None
-                                      for i, bdf in bdfs.items()}
+    drivers: dict[str, str | None] = {
+        bdf: DRIVER_NAMES[kinds.get(i, DriverChoice.NONE)] or None for i, bdf in bdfs.items()}
     drivers.update({f"0000:00:{b.slot:02x}.0": _bridge_driver(platform) for b in topo.bridges})
     model = build_model(s, platform, profile, drivers, grouped)
     problems = []
     for n, step in enumerate(s.steps, start=1):
         where = f"{s.path.name} step {n} ({step.label}) on {platform.name}/{profile.name}"
-        warn = ""
-        if step.op:
-            outcome = model.apply(resolve(step.op, topo))
-            rc, warn = outcome.rc, outcome.warn
-        else:
-            rc = 0
-            for ident, kind in step.bind:
-                rc = rc or model_bind(model, bdfs[ident], kind, step.via)
-        expect = step.expected(profile.name)
-        if expect is not None and rc != expect:
-            problems.append(f"{where}: expected {expect}, model {rc}")
-        for ident, dom in step.state:
+        answer = step.action.on_model(model, bdfs)
+        checks = step.checks
+        expect = checks.rc.get(profile.name)
+        if expect is not None and answer.rc != expect:
+            problems.append(f"{where}: expected {expect}, model {answer.rc}")
+        for ident, dom in checks.state.get(profile.name):
             if model.domain_of(bdfs[ident]) != dom:
                 problems.append(f"{where}: expected {ident} on {dom}, model "
                                 f"{model.domain_of(bdfs[ident])}")
-        for ident, typ in step.types:
+        for ident, typ in checks.types.get(profile.name):
             if model.type_of(bdfs[ident]) != typ:
                 problems.append(f"{where}: expected {ident} type {typ}")
-        for event in step.events:
-            if event.startswith("warning:") and warn != event.split(":", 1)[1]:
-                problems.append(f"{where}: expected {event}, model warns {warn or 'nothing'}")
+        for event in checks.events.get(profile.name):
+            if event.startswith("warning:") and answer.warn != event.split(":", 1)[1]:
+                problems.append(f"{where}: expected {event}, model warns "
+                                f"{answer.warn or 'nothing'}")
     return problems
 
 

@@ -10,8 +10,21 @@ import pytest
 from harness.differ import scenario_toml
 from harness.errors import ConfigError
 from harness.model import DMA_API, NO_DRIVER, OWNED, Model, get_profile
+from harness.model.build import build_model, model_bind
 from harness.platforms import AARCH64_SMMUV3, X86_64_VTD
-from harness.scenario import Step, build_model, load_scenario, model_bind, resolve
+from harness.scenario import load_scenario
+from harness.steps import (
+    Bind,
+    ByProfile,
+    Checks,
+    DriverChoice,
+    Observe,
+    Operation,
+    Step,
+    TypeWrite,
+    Via,
+    resolve,
+)
 from harness.topology import device_bdf
 
 CATALOGUE = sorted((Path(__file__).parent.parent / "scenarios").glob("*.toml"))
@@ -21,13 +34,13 @@ CATALOGUE = sorted((Path(__file__).parent.parent / "scenarios").glob("*.toml"))
 def test_catalogue_parses(path: Path) -> None:
     s = load_scenario(path, X86_64_VTD)
     assert s.steps and s.name
-    assert all(resolve(st.op, s.topology).split()[0] == st.op.split()[0] for st in s.steps
-               if st.op)
+    assert all(isinstance(st.action, Operation | TypeWrite | Bind | Observe) for st in s.steps)
 
 
 def test_device_ids_resolve_to_addresses() -> None:
     s = load_scenario(CATALOGUE[0], X86_64_VTD)
-    assert resolve("attach_dev d edu2", s.topology) == "attach_dev d 0000:01:01.0"
+    bdfs = {d.id: device_bdf(s.topology, d) for d in s.topology.devices}
+    assert resolve("attach_dev d edu2", bdfs) == "attach_dev d 0000:01:01.0"
 
 
 @pytest.mark.parametrize(("text", "needle"), [
@@ -35,19 +48,20 @@ def test_device_ids_resolve_to_addresses() -> None:
     ('colour = 1\n[[step]]\nop = "free d"\n', "unknown key(s) colour"),
     ('name = "x"\n', "no steps"),
     ('[[step]]\nop = "frobnicate d"\n', "unknown operation 'frobnicate d'"),
-    ('[[step]]\nop = "free d"\nbind = { edu0 = "owned" }\n', "exactly one of 'op' and 'bind'"),
+    ('[[step]]\nop = "free d"\nbind = { edu0 = "owned" }\n',
+     "exactly one of 'op', 'bind' and 'observe'"),
     ('[[step]]\nbind = { edu9 = "owned" }\n', "unknown device 'edu9'"),
     ('[[step]]\nbind = { edu0 = "vfio" }\n', "unknown driver kind 'vfio'"),
-    ('[[step]]\nop = "free d"\nexpect = "ENOPE"\n', "expect 'ENOPE' is not an errno name"),
-    ('[[step]]\nop = "free d"\nstate = { edu9 = "@d" }\n', "'state' must map device ids"),
-    ('[[step]]\nop = "free d"\nevents = "dmar_fault"\n', "'events' must be a list"),
+    ('[[step]]\nop = "free d"\nexpect = "ENOPE"\n', "step 1: expect 'ENOPE' is not an errno name"),
+    ('[[step]]\nop = "free d"\nstate = { edu9 = "@d" }\n', "step 1: state must map device ids"),
+    ('[[step]]\nop = "free d"\nevents = "dmar_fault"\n', "step 1: events must be a list"),
     ('[[step]]\nop = "free d"\nwhen = 1\n', "step 1: unknown key(s) when"),
     ('topology = "nowhere"\n[[step]]\nop = "free d"\n', "topology 'nowhere' is neither"),
     ('profiles = "linux-6.1"\n[[step]]\nop = "free d"\n', "'profiles' must be a list"),
-    ('[[step]]\nop = "free d"\ntypes = { edu0 = "bogus" }\n', "step 1: 'types' must map"),
-    ('[[step]]\nop = "free d"\ntypes = { edu0 = "auto" }\n', "step 1: 'types' must map"),
-    ('[[step]]\nop = "free d"\ntypes = { edu9 = "DMA" }\n', "step 1: 'types' must map"),
-    ('[[step]]\nop = "free d"\ntypes = "DMA"\n', "step 1: 'types' must map"),
+    ('[[step]]\nop = "free d"\ntypes = { edu0 = "bogus" }\n', "step 1: types must map"),
+    ('[[step]]\nop = "free d"\ntypes = { edu0 = "auto" }\n', "step 1: types must map"),
+    ('[[step]]\nop = "free d"\ntypes = { edu9 = "DMA" }\n', "step 1: types must map"),
+    ('[[step]]\nop = "free d"\ntypes = "DMA"\n', "step 1: types must map"),
     ('[[step]]\nop = "free d"\nvia = "drivers_probe"\n', "step 1: 'via' must be one of"),
     ('[[step]]\nop = "free d"\nvia = "bind"\n[[step]]\nop = "free d"\nvia = "probe"\n',
      "step 2: 'via' must be one of bind, drivers_probe, with 'bind'"),
@@ -65,12 +79,19 @@ def test_device_ids_resolve_to_addresses() -> None:
                                             "edu2, edu3)"),
     ('[[step]]\nop = "dma edu0 d 0x1000 0x100 extra"\n', "step 1: dma takes 4 argument(s)"),
     ('[[step]]\nop = "free d"\nstate = { edu0 = "defualt" }\n',
-     "step 1: 'state' must map device ids to domains (not edu0 = 'defualt')"),
-    ('[[step]]\nop = "free d"\nstate = { edu0 = "@" }\n', "step 1: 'state' must map"),
+     "step 1: state must map device ids to domains (not edu0 = 'defualt')"),
+    ('[[step]]\nop = "free d"\nstate = { edu0 = "@" }\n', "step 1: state must map"),
     ('[[step]]\nop = "free d"\nexpect = { "linux-6.1" = 0, "linux-6.2" = "EBUSY" }\n',
      "step 1: expect names unknown profile(s) linux-6.2"),
     ('[[step]]\nop = "free d"\nexpect = { "linux-6.12" = "ENOPE" }\n',
-     "step 1 (linux-6.12): expect 'ENOPE' is not an errno name"),
+     "step 1: expect (linux-6.12) 'ENOPE' is not an errno name"),
+    ('[[step]]\nobserve = 1\n', "step 1: 'observe' must be true"),
+    ('[[step]]\nobserve = true\nstate = { "linux-6.3" = { edu0 = "none" } }\n',
+     "step 1: state names unknown profile(s) linux-6.3"),
+    ('[[step]]\nobserve = true\nstate = { "linux-6.1" = { edu0 = "nowhere" } }\n',
+     "step 1: state (linux-6.1) must map device ids to domains (not edu0 = 'nowhere')"),
+    ('[[step]]\nobserve = true\nevents = { "linux-6.1" = "warning" }\n',
+     "step 1: events (linux-6.1) must be a list"),
 ])
 def test_mistakes_are_one_clear_line(tmp_path: Path, text: str, needle: str) -> None:
     f = tmp_path / "s.toml"
@@ -86,14 +107,14 @@ def test_expect_accepts_names_and_numbers(tmp_path: Path) -> None:
     f = tmp_path / "s.toml"
     f.write_text('[[step]]\nop = "free d"\nexpect = "EBUSY"\n[[step]]\nop = "free d"\n'
                  'expect = -22\n[[step]]\nop = "free d"\nexpect = 0\n')
-    assert [s.expect for s in load_scenario(f, X86_64_VTD).steps] == [-16, -22, 0]
+    assert [s.checks.rc.default for s in load_scenario(f, X86_64_VTD).steps] == [-16, -22, 0]
 
 
 def test_a_fuzz_reproducer_is_a_loadable_scenario(tmp_path: Path) -> None:
     f = tmp_path / "repro.toml"
     f.write_text(scenario_toml("repro", "default", ["alloc a edu0", "attach_dev a edu2"]))
     s = load_scenario(f, X86_64_VTD)
-    assert [st.op for st in s.steps] == ["alloc a edu0", "attach_dev a edu2"]
+    assert [st.label for st in s.steps] == ["alloc a edu0", "attach_dev a edu2"]
 
 
 def test_a_per_profile_expect_table(tmp_path: Path) -> None:
@@ -104,19 +125,19 @@ def test_a_per_profile_expect_table(tmp_path: Path) -> None:
                  '[[step]]\nop = "free d"\nexpect = "ENOENT"\n'
                  '[[step]]\nop = "free d"\n')
     a, b, c, d = load_scenario(f, X86_64_VTD).steps
-    assert a.expect is None
-    assert a.expect_by_profile == (("linux-6.1", -errno.EBUSY), ("linux-6.12", 0))
-    assert [a.expected(p) for p in ("linux-6.1", "linux-6.12", "proposal-2022")] == \
+    assert a.checks.rc.default is None
+    assert a.checks.rc.per_profile == (("linux-6.1", -errno.EBUSY), ("linux-6.12", 0))
+    assert [a.checks.rc.get(p) for p in ("linux-6.1", "linux-6.12", "proposal-2022")] == \
         [-errno.EBUSY, 0, None]
-    assert [b.expected(p) for p in ("proposal-2022", "linux-6.1")] == [-errno.EPERM, None]
-    assert [c.expected(p) for p in ("linux-6.1", "linux-6.12")] == [-errno.ENOENT] * 2
-    assert d.expected("linux-6.1") is None
+    assert [b.checks.rc.get(p) for p in ("proposal-2022", "linux-6.1")] == [-errno.EPERM, None]
+    assert [c.checks.rc.get(p) for p in ("linux-6.1", "linux-6.12")] == [-errno.ENOENT] * 2
+    assert d.checks.rc.get("linux-6.1") is None
 
 
 def test_a_profile_entry_overrides_a_plain_expect() -> None:
-    step = Step(op="free d", expect=-errno.ENOENT, expect_by_profile=(("linux-6.12", 0),))
-    assert step.expected("linux-6.12") == 0
-    assert step.expected("linux-6.1") == -errno.ENOENT
+    step = Step(Operation("free d"), Checks(rc=ByProfile(-errno.ENOENT, (("linux-6.12", 0),))))
+    assert step.checks.rc.get("linux-6.12") == 0
+    assert step.checks.rc.get("linux-6.1") == -errno.ENOENT
 
 
 def test_types_and_via_parse(tmp_path: Path) -> None:
@@ -126,8 +147,10 @@ def test_types_and_via_parse(tmp_path: Path) -> None:
                  '[[step]]\nbind = { edu0 = "dma_api" }\nvia = "drivers_probe"\n'
                  '[[step]]\nbind = { edu0 = "dma_api" }\n')
     a, b, c = load_scenario(f, X86_64_VTD).steps
-    assert a.types == (("edu0", "DMA-FQ"), ("edu1", "none"))
-    assert (a.via, b.via, c.via) == ("bind", "drivers_probe", "bind")
+    assert a.checks.types.get("linux-6.1") == (("edu0", "DMA-FQ"), ("edu1", "none"))
+    assert a.action == TypeWrite("edu0", "DMA-FQ")
+    assert (b.action, c.action) == (Bind((("edu0", DriverChoice.DMA_API),), Via.DRIVERS_PROBE),
+                                    Bind((("edu0", DriverChoice.DMA_API),), Via.BIND))
     assert (b.label, c.label) == ("probe edu0=dma_api", "bind edu0=dma_api")
 
 
@@ -239,3 +262,24 @@ def test_no_birth_where_groups_come_at_device_add() -> None:
     model = build_model(s, AARCH64_SMMUV3, get_profile("linux-7.2"), {}, [])
     assert model.births == {}
     assert model.domain_of(bdf["edu0"]) == "default"  # 7.x: every device has its group
+
+
+def test_state_types_and_events_take_per_profile_tables(tmp_path: Path) -> None:
+    f = tmp_path / "s.toml"
+    f.write_text('[[step]]\nobserve = true\n'
+                 'state = { "linux-6.1" = { edu0 = "default" }, "linux-7.2" = { edu0 = "none" } }\n'
+                 'types = { "linux-7.2" = { edu1 = "DMA" } }\n'
+                 'events = { "linux-6.12" = ["warning"] }\n')
+    (step,) = load_scenario(f, X86_64_VTD).steps
+    assert step.action == Observe() and step.label == "observe"
+    c = step.checks
+    assert c.state.get("linux-6.1") == (("edu0", "default"),)
+    assert c.state.get("linux-7.2") == (("edu0", "none"),)
+    assert c.state.get("linux-6.12") == ()
+    assert c.types.get("linux-7.2") == (("edu1", "DMA"),) and c.types.get("linux-6.1") == ()
+    assert c.events.get("linux-6.12") == ("warning",) and c.events.get("linux-7.2") == ()
+
+
+def test_a_fuzzer_step_is_an_operation_or_a_type_write() -> None:
+    assert Step.op("attach_dev a edu0").action == Operation("attach_dev a edu0")
+    assert Step.op("set_type edu0 identity").action == TypeWrite("edu0", "identity")

@@ -1,0 +1,92 @@
+"""Running scenarios: one on a guest (:func:`run_scenario`, the library call behind the CLI, the
+pytest tests and the reports), and a list of them on as many fresh guests as crashes demand."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from .differ import Differ, kernel_profile
+from .errors import GuestDied, GuestHung
+from .guest import Guest
+from .model import Profile
+from .model.profiles import ProfileChoice
+from .prepare import GuestRequest, kernel_record, prepare
+from .results import Outcome, ScenarioResult, outcome_of
+from .scenario import Scenario
+
+
+def _head(guest: Guest, scenario: Scenario, choice: ProfileChoice,
+          extra: Sequence[Profile]) -> ScenarioResult:
+    kernel = guest.config.kernel
+    return ScenarioResult(
+        scenario=scenario.name, file=str(scenario.path), platform=guest.config.platform.name,
+        kernel=kernel.spec, release=kernel.release, profile=choice.profile.name,
+        outcome=Outcome.PASS, kernel_resolved=kernel_record(kernel),
+        profile_assumed=choice.assumed, profile_note=choice.note,
+        also_profiles=tuple(p.name for p in extra), console_log=str(guest.console_log))
+
+
+def skip_reason(scenario: Scenario, platform: str, profile: str) -> str:
+    """Why a scenario does not run here ("" when it does)."""
+    if scenario.profiles and profile not in scenario.profiles:
+        return f"profile {profile} not in {list(scenario.profiles)}"
+    if scenario.platforms and platform not in scenario.platforms:
+        return f"platform {platform} not in {list(scenario.platforms)}"
+    return ""
+
+
+def run_scenario(guest: Guest, scenario: Scenario, choice: ProfileChoice | None = None,
+                 extra: Sequence[Profile] = ()) -> ScenarioResult:
+    """Run a scenario on a guest and on the model of ``choice`` (default: the kernel's
+    profile), with the answers of ``extra`` profiles beside. A guest that dies or hangs fails
+    the scenario with the fatal event (outcome DIED); the caller needs a fresh guest then."""
+    choice = choice or kernel_profile(guest.config.kernel)
+    head = _head(guest, scenario, choice, extra)
+    reason = skip_reason(scenario, head.platform, choice.profile.name)
+    if reason:
+        return replace(head, outcome=Outcome.SKIPPED, detail=reason)
+    started = time.monotonic()
+    try:
+        mark = guest.kmsg_mark()
+        differ = Differ(guest, scenario.topology, choice.profile, extra)
+        differ.setup(scenario)
+        steps = tuple(differ.step(i + 1, s) for i, s in enumerate(scenario.steps))
+        log = "\n".join(f"[{(r.usec or 0) / 1e6:12.6f}] {r.text}"
+                        for r in guest.kmsg_since(mark.seq))
+    except (GuestDied, GuestHung) as exc:
+        # The kernel under test crashed or hung: this scenario failed, not the harness.
+        return replace(head, outcome=Outcome.DIED, detail=exc.problem,
+                       duration=time.monotonic() - started, kernel_log=guest.console_tail())
+    return replace(head, outcome=outcome_of(steps), steps=steps, kernel_log=log,
+                   duration=time.monotonic() - started)
+
+
+Listener = Callable[[ScenarioResult], None]
+
+
+def run_on_guests(request: GuestRequest, scenarios: Sequence[Scenario],
+                  choice: ProfileChoice | None = None, extra: Sequence[Profile] = (),
+                  on_boot: Callable[[Guest, ProfileChoice], None] | None = None,
+                  on_result: Listener | None = None) -> list[ScenarioResult]:
+    """Run scenarios (of one topology) in order on a fresh guest; when one kills the guest,
+    the rest run on another fresh guest."""
+    results: list[ScenarioResult] = []
+    pending = list(scenarios)
+    while pending:
+        config = prepare(request)
+        with Guest(config) as guest:
+            used = choice or kernel_profile(config.kernel)
+            if on_boot is not None:
+                on_boot(guest, used)
+            while pending:
+                scenario = pending.pop(0)
+                result = run_scenario(guest, scenario, used, extra)
+                results.append(result)
+                if on_result is not None:
+                    on_result(result)
+                if result.outcome is Outcome.DIED or not guest.alive:
+                    break
+    return results
+
