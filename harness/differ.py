@@ -150,7 +150,9 @@ class Differ:
         states, types = self._parse_reads(reads)
         seen = Observation(rc, guard, tuple(states.items()), tuple(types.items()),
                            tuple(classify(parse_records(log))))
+        taken = len(self.model.hits)
         predicted = action.on_model(self.model, self.bdfs)
+        branches = tuple(self.model.hits[taken:])
         also = tuple(action.on_model(m, self.bdfs).rc for m in self.extra_models)
         view = ModelView(predicted, tuple(self.model_states(self.model).items()),
                          tuple((i, self.model.type_of(b)) for i, b in self.bdfs.items()), also)
@@ -164,7 +166,8 @@ class Differ:
             model=Side(predicted.rc, predicted.guard, dict(view.states), dict(view.types)),
             model_warn=predicted.warn, model_fault=predicted.fault, also=also,
             events=tuple(e.signature for e in seen.events if e.kind != "iommu_group_add"),
-            expected_events=verdict.expected_events, problems=verdict.problems)
+            expected_events=verdict.expected_events, problems=verdict.problems,
+            branches=branches)
 
 
 def scenario_toml(name: str, topology: str, lines: Sequence[str]) -> str:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .coverage import coverage, coverage_json
 from .errors import ConfigError
 from .verdict import Problem, ProblemKind
 
@@ -70,6 +71,7 @@ class StepResult:
     expected_events: tuple[str, ...] = ()  # those the model or the author predicted
     problems: tuple[Problem, ...] = ()
     note: str = ""
+    branches: tuple[str, ...] = ()  # the kernel branches the model took (model/branches.py)
 
     @property
     def ok(self) -> bool:
@@ -132,7 +134,8 @@ def to_json(result: ScenarioResult) -> dict[str, Any]:
                    "model_warn": s.model_warn, "model_fault": s.model_fault,
                    "also": list(s.also), "events": list(s.events),
                    "expected_events": list(s.expected_events),
-                   "problems": [{"kind": p.kind, "text": p.text} for p in s.problems]}
+                   "problems": [{"kind": p.kind, "text": p.text} for p in s.problems],
+                   "branches": list(s.branches)}
                   for s in result.steps]}
 
 
@@ -145,7 +148,8 @@ def from_json(doc: Mapping[str, Any]) -> ScenarioResult:
         kernel=side(s["kernel"]), model=side(s["model"]), model_warn=s["model_warn"],
         model_fault=s["model_fault"], also=tuple(s["also"]), events=tuple(s["events"]),
         expected_events=tuple(s["expected_events"]),
-        problems=tuple(Problem(p["kind"], p["text"]) for p in s["problems"]))
+        problems=tuple(Problem(p["kind"], p["text"]) for p in s["problems"]),
+        branches=tuple(s.get("branches", ())))
         for s in doc["steps"])
     return ScenarioResult(
         scenario=doc["scenario"], file=doc["file"], platform=doc["platform"],
@@ -186,6 +190,7 @@ def results_json(results: RunResults) -> dict[str, Any]:
     return {"schema": SCHEMA, "tool": "iommu-harness", "ok": results.ok,
             "started": results.started, "finished": results.finished,
             "host": dict(results.host), "shards": list(results.shards),
+            "coverage": coverage_json(coverage(results.runs)),
             "runs": [to_json(r) for r in results.runs]}
 
 

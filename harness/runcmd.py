@@ -12,6 +12,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from .coverage import coverage, format_coverage
 from .debian.fetch import resolve_spec
 from .errors import ConfigError, HarnessError
 from .guest import Guest
@@ -150,8 +151,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                          (args.shard,) if args.shard != "1/1" else ())
     page = write_reports(results, out)
     if args.part == "1/1":
-        print("\n" + format_matrix(results.runs))
-        print(f"report: {page}")
+        _summary(results, page)
     return code or (0 if results.ok else EXIT_FAILED)
 
 
@@ -187,8 +187,7 @@ def _run_children(args: argparse.Namespace, out: Path) -> int:
     results = RunResults(results.runs, results.started, results.finished, results.host,
                          (args.shard,) if args.shard != "1/1" else ())
     page = write_reports(results, out)
-    print("\n" + format_matrix(results.runs))
-    print(f"report: {page}")
+    _summary(results, page)
     if any(c == EXIT_HARNESS for c in codes) or len(found) < len(parts):
         return EXIT_HARNESS
     return 0 if results.ok and not any(codes) else EXIT_FAILED
@@ -197,9 +196,17 @@ def _run_children(args: argparse.Namespace, out: Path) -> int:
 def cmd_report_merge(args: argparse.Namespace) -> int:
     results = merge([load_results(d) for d in args.dirs])
     page = write_reports(results, args.out)
-    print(format_matrix(results.runs))
-    print(f"report: {page}")
+    _summary(results, page)
     return 0 if results.ok else EXIT_FAILED
+
+
+def _summary(results: RunResults, page: Path) -> None:
+    """The end of a run on the terminal: the matrix, rule coverage, where the page is."""
+    print("\n" + format_matrix(results.runs))
+    covered = format_coverage(coverage(results.runs))
+    if covered:
+        print(covered)
+    print(f"report: {page}")
 
 
 def print_scenario(result: ScenarioResult) -> None:

@@ -7,6 +7,7 @@ import copy
 from collections.abc import Mapping, Sequence
 from typing import Self
 
+from .branches import BY_ID
 from .state import (
     BLOCKING,
     DEFAULT,
@@ -31,6 +32,7 @@ class ModelBase:
         ``auto_type``: what a write of "auto" gives, the kernel's iommu_def_domain_type as
         the groups nobody changed show it."""
         self.profile = profile
+        self.hits: list[str] = []  # the kernel branches taken, in order (branches.py)
         self.smmu = platform_smmu
         self.auto_type = auto_type
         # A device behind a PCIe-to-PCI bridge → the bridge: whose group's domain translates
@@ -77,6 +79,14 @@ class ModelBase:
                 self.state.groups[gid] = Group(gid, [], dtype=self.auto_type)
         self.state.groups[gid].members.append(dev)
         self.state.device_group[dev] = gid
+        self.hit("probe.group_birth")
+
+    def hit(self, branch: str, out: Outcome | None = None) -> Outcome:
+        """Record that the kernel took ``branch``; return ``out`` (default: success)."""
+        if branch not in BY_ID:
+            raise KeyError(f"unknown branch {branch!r}: add it to harness/model/branches.py")
+        self.hits.append(branch)
+        return out if out is not None else Outcome.ok()
 
     def copy(self) -> Self:
         return copy.deepcopy(self)
@@ -140,7 +150,7 @@ class ModelBase:
         # drivers/iommu/iommu.c: __iommu_attach_group — -EBUSY unless the group is on its
         # default or blocking domain (so re-attaching the same domain is -EBUSY too).
         if g.domain not in (DEFAULT, BLOCKING):
-            return Outcome(-EBUSY)
+            return self.hit("attach.busy", Outcome(-EBUSY))
         g.domain = handle
         self.state.domains[handle] = True
-        return Outcome.ok()
+        return self.hit("attach.ok")

@@ -77,9 +77,11 @@ def model_bind(model: Model, bdf: str, kind: str, via: str = "bind") -> int:
         # 6.12 also refuses while PASIDs are attached (g.pasids is empty on 6.1).
         if g is not None and g.owner_cnt and (g.owner is not None or g.domain != "default"
                                               or g.pasids):
+            model.hit("bind.refused")
             return -errno.EBUSY if via == "bind" else -errno.EINVAL
         if g is not None:
             g.owner_cnt += 1
+            model.hit("bind.counts")
         state.drivers[bdf] = DMA_API
     elif kind == "owned":
         state.drivers[bdf] = OWNED

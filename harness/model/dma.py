@@ -52,7 +52,8 @@ class DmaRules(ModelBase):
         # only through ``handle`` does it come back (ih_attach.c: op_dma); elsewhere the
         # buffer stays zeroed (-EIO) and the IOMMU faults unless that domain maps the range.
         if domain == handle:
-            return Outcome.ok()
+            return self.hit("dma.through_domain")
+        self.hit("dma.elsewhere")
         return Outcome(-EIO, fault=self._faults(domain, start, count))
 
     def dma_raw(self, dev: str, iova: str, direction: str) -> Outcome:
@@ -73,7 +74,10 @@ class DmaRules(ModelBase):
         none); VT-d reports its cleared context entry (fault reason 2)."""
         if domain == BLOCKING and self.smmu and self.profile.blocking_type == 0:
             return False
-        return not self._maps_all(domain, iova, length)
+        if self._maps_all(domain, iova, length):
+            return False
+        self.hit("dma.fault")
+        return True
 
     def _maps_all(self, domain: str | None, iova: int, length: int) -> bool:
         """Whether ``domain`` (one of ours) maps every byte of [iova, iova + length)."""
@@ -97,9 +101,9 @@ class DmaRules(ModelBase):
         # arm-smmu-v3 (6.1): the io-pgtable exists only after the first attach
         # (arm_smmu_domain_finalise from arm_smmu_attach_dev): iommu_map gives -ENODEV.
         if not self.state.domains[handle]:
-            return Outcome(-ENODEV)
+            return self.hit("map.unfinalised", Outcome(-ENODEV))
         self.state.maps[(handle, iova)] = size
-        return Outcome.ok()
+        return self.hit("map.ok")
 
     def unmap(self, handle: str, iova: int) -> Outcome:
         if handle not in self.state.domains:

@@ -36,9 +36,9 @@ class DomainRules(ModelBase):
         # 6.12 iommu_paging_domain_alloc(dev): -ENODEV without an IOMMU for dev; 6.1
         # iommu_domain_alloc(bus) only needs the bus's ops.
         if self.profile.alloc_needs_iommu and self.state.group_of(dev) is None:
-            return Outcome(-ENODEV)
+            return self.hit("alloc.no_iommu", Outcome(-ENODEV))
         self.state.domains[handle] = not (self.smmu and self.profile.smmu_finalise_at_attach)
-        return Outcome.ok()
+        return self.hit("alloc.ok")
 
     def free(self, handle: str) -> Outcome:
         if handle not in self.state.domains:
@@ -56,13 +56,13 @@ class DomainRules(ModelBase):
             return refused
         g = self.state.group_of(dev)
         if g is None:
-            return Outcome(-ENODEV)  # iommu_attach_device: no group
+            return self.hit("attach_dev.no_group", Outcome(-ENODEV))
         rule = self.profile.attach_device_rule
         if rule == "singleton":
             # drivers/iommu/iommu.c: iommu_attach_device — -EINVAL unless the group holds
             # exactly one device; no ownership check.
             if len(g.members) != 1:
-                return Outcome(-EINVAL)
+                return self.hit("attach_dev.multi_device", Outcome(-EINVAL))
             out = self._attach_group_rule(handle, g)
         elif rule == "proposal-2022":
             out = self._attach_dev_proposal(handle, dev, g)
@@ -77,13 +77,15 @@ class DomainRules(ModelBase):
         # attachments in the group; owner_cnt counts them too.
         attached = len(self._device_attachments(g))
         if g.owner_cnt and ((g.domain == DEFAULT and len(g.members) != 1) or g.owner):
-            return Outcome(-EBUSY)
+            return self.hit("attach_dev.proposal_busy", Outcome(-EBUSY))
         if not attached:
             out = self._attach_group_rule(handle, g)
             if out.rc:
                 return out
         elif g.domain != handle:
-            return Outcome(-EPERM)
+            return self.hit("attach_dev.proposal_other_domain", Outcome(-EPERM))
+        else:
+            self.hit("attach_dev.proposal_joins")
         g.owner_cnt += 1
         return Outcome.ok()
 
@@ -91,14 +93,16 @@ class DomainRules(ModelBase):
         # Jason Gunthorpe's alternative (2022-01-06): by the driver's no_kernel_api_dma.
         if self.state.drivers.get(dev) != OWNED:
             if g.owner_cnt > 1 or g.owner:
-                return Outcome(-EBUSY)
+                return self.hit("attach_dev.alt_busy", Outcome(-EBUSY))
             return self._attach_group_rule(handle, g)
         if not g.owner_cnt:
             out = self._attach_group_rule(handle, g)
             if out.rc:
                 return out
         elif g.owner or g.domain != handle:
-            return Outcome(-EBUSY)
+            return self.hit("attach_dev.alt_busy", Outcome(-EBUSY))
+        else:
+            self.hit("attach_dev.alt_joins")
         g.owner_cnt += 1
         return Outcome.ok()
 
@@ -114,9 +118,9 @@ class DomainRules(ModelBase):
         if self.profile.attach_device_rule != "singleton":
             g.owner_cnt = max(0, g.owner_cnt - 1)
             if self._device_attachments(g):
-                return Outcome.ok()
+                return self.hit("detach_dev.still_attached")
         g.domain = self._core_domain(g)
-        return Outcome.ok()
+        return self.hit("detach.to_core")
 
     def attach_group(self, handle: str, dev: str) -> Outcome:
         g = self._handle_group(handle, dev)
@@ -139,7 +143,7 @@ class DomainRules(ModelBase):
         self.state.holds.remove(hold)
         # drivers/iommu/iommu.c: iommu_detach_group → __iommu_group_set_core_domain
         g.domain = self._core_domain(g)
-        return Outcome.ok()
+        return self.hit("detach.to_core")
 
     # ------------------------------------------------------------------ no guard: WARN paths
     def raw_detach_dev(self, handle: str, dev: str) -> Outcome:
@@ -148,16 +152,16 @@ class DomainRules(ModelBase):
             return refused
         g = self.state.group_of(dev)
         if g is None:
-            return Outcome.ok()  # iommu_detach_device: no group, nothing to do
+            return self.hit("raw_detach_dev.no_group")  # iommu_detach_device: nothing to do
         if self.profile.attach_device_rule != "singleton":
             return self._raw_detach_dev_counted(handle, dev, g)
         # drivers/iommu/iommu.c: iommu_detach_device — WARN_ON(domain != group->domain) ||
         # WARN_ON(more than one device), and nothing changes (6.1 and 6.12 alike).
         if g.domain != handle or len(g.members) != 1:
-            return Outcome(0, warn="iommu_detach_device")
+            return self.hit("raw_detach_dev.warn", Outcome(0, warn="iommu_detach_device"))
         g.domain = self._core_domain(g)
         self._resync(g)
-        return Outcome.ok()
+        return self.hit("detach.to_core")
 
     def _raw_detach_dev_counted(self, handle: str, dev: str, g: Group) -> Outcome:
         # Patch 3/8 of the 2022 series: WARN and return unless something is attached with
@@ -166,13 +170,14 @@ class DomainRules(ModelBase):
         # detach unspecified; the same rule is assumed.
         attached = self._device_attachments(g)
         if g.domain != handle or not attached or not g.owner_cnt:
-            return Outcome(0, warn="iommu_detach_device")
+            return self.hit("raw_detach_dev.warn", Outcome(0, warn="iommu_detach_device"))
         mine = [h for h in attached if h.device == dev]
         self.state.holds.remove((mine or attached)[0])
         g.owner_cnt -= 1
         if len(attached) == 1:
             g.domain = self._core_domain(g)
-        return Outcome.ok()
+            return self.hit("detach.to_core")
+        return self.hit("detach_dev.still_attached")
 
     def raw_detach_group(self, handle: str, dev: str) -> Outcome:
         g = self._handle_group(handle, dev)
@@ -184,7 +189,7 @@ class DomainRules(ModelBase):
             g.owner_cnt -= len(self._device_attachments(g))
         g.domain = self._core_domain(g)
         self._resync(g)
-        return Outcome.ok()
+        return self.hit("raw_detach_group.to_core")
 
     # ------------------------------------------------------------------ replace, PASID
     def replace(self, handle: str, dev: str) -> Outcome:
@@ -205,4 +210,4 @@ class DomainRules(ModelBase):
                                                                           "attach_group")
                    for h in self.state.holds):
             self.state.holds.append(Hold("attach_group", g.id, dev, handle))
-        return Outcome.ok()
+        return self.hit("replace.ok")

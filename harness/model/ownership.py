@@ -35,13 +35,15 @@ class OwnershipRules(ModelBase):
         # drivers/iommu/iommu.c: iommu_group_claim_dma_owner — -EPERM if anyone counts
         # (kernel drivers or a claim, even the same owner); -EBUSY off the default domain.
         if g.owner_cnt:
-            return Outcome(-EPERM)
+            return self.hit("claim_group.counted", Outcome(-EPERM))
         # __iommu_take_dma_ownership (6.12): also -EBUSY with PASIDs attached.
-        if g.domain != DEFAULT or g.pasids:
-            return Outcome(-EBUSY)
+        if g.domain != DEFAULT:
+            return self.hit("claim_group.off_default", Outcome(-EBUSY))
+        if g.pasids:
+            return self.hit("claim_group.pasids", Outcome(-EBUSY))
         g.domain, g.owner, g.owner_cnt = BLOCKING, owner, 1
         self.state.holds.append(Hold("claim_group", g.id, dev))
-        return Outcome.ok()
+        return self.hit("claim_group.ok")
 
     def release_group(self, dev: str) -> Outcome:
         if dev not in self.state.drivers:
@@ -57,7 +59,7 @@ class OwnershipRules(ModelBase):
         self.state.holds = [h for h in self.state.holds
                             if not (h.group == g.id and h.kind in ("claim_group", "claim_dev"))]
         g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
-        return Outcome.ok()
+        return self.hit("release_group.ok")
 
     def claim_dev(self, dev: str, owner: str) -> Outcome:
         g = self._claimable(dev, owner)
@@ -69,14 +71,18 @@ class OwnershipRules(ModelBase):
         # another owner (or kernel drivers) is -EPERM; the same owner just counts up.
         if g.owner_cnt:
             if g.owner != owner:
-                return Outcome(-EPERM)
+                return self.hit("claim_dev.other_owner", Outcome(-EPERM))
             g.owner_cnt += 1
+            branch = "claim_dev.same_owner"
         else:
-            if g.domain != DEFAULT or g.pasids:
-                return Outcome(-EBUSY)
+            if g.domain != DEFAULT:
+                return self.hit("claim_dev.off_default", Outcome(-EBUSY))
+            if g.pasids:
+                return self.hit("claim_dev.pasids", Outcome(-EBUSY))
             g.domain, g.owner, g.owner_cnt = BLOCKING, owner, 1
+            branch = "claim_dev.ok"
         self.state.holds.append(Hold("claim_dev", g.id, dev))
-        return Outcome.ok()
+        return self.hit(branch)
 
     def release_dev(self, dev: str) -> Outcome:
         if dev not in self.state.drivers:
@@ -91,9 +97,9 @@ class OwnershipRules(ModelBase):
         # iommu_device_release_dma_owner: count down, or a full release at the last one.
         if g.owner_cnt > 1:
             g.owner_cnt -= 1
-        else:
-            g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
-        return Outcome.ok()
+            return self.hit("release_dev.count_down")
+        g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
+        return self.hit("release_dev.last")
 
     def raw_release_group(self, dev: str) -> Outcome:
         g = self._device_group(dev)
@@ -102,7 +108,7 @@ class OwnershipRules(ModelBase):
         # iommu_group_release_dma_owner (6.1) / __iommu_release_dma_ownership (6.12):
         # WARN_ON(!owner_cnt || !owner [|| PASIDs attached]) and return.
         if not g.owner_cnt or g.owner is None or g.pasids:
-            return Outcome(0, warn=self.profile.release_warn)
+            return self.hit("raw_release_group.warn", Outcome(0, warn=self.profile.release_warn))
         g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
         self._resync(g)
-        return Outcome.ok()
+        return self.hit("raw_release_group.ok")

@@ -47,14 +47,14 @@ class PasidRules(ModelBase):
         # which has no ATS): the same outcomes here (profile field pasid_checks).
         g = self.state.group_of(dev)
         if g is None:
-            return Outcome(-ENODEV)
+            return self.hit("pasid.no_group", Outcome(-ENODEV))
         if value == 0:
-            return Outcome(-EINVAL)
+            return self.hit("pasid.zero", Outcome(-EINVAL))
         if value in g.pasids:
-            return Outcome(-EBUSY)
+            return self.hit("pasid.busy", Outcome(-EBUSY))
         g.pasids[value] = handle
         self.state.holds.append(Hold("pasid", g.id, dev, handle, value))
-        return Outcome.ok()
+        return self.hit("pasid.ok")
 
     def detach_pasid(self, handle: str, dev: str, pasid: str) -> Outcome:
         value = self._pasid_target(handle, dev, pasid)
@@ -67,7 +67,7 @@ class PasidRules(ModelBase):
             return Outcome.guarded(ENOENT)
         self.state.holds.remove(hold)
         del g.pasids[value]
-        return Outcome.ok()
+        return self.hit("pasid.detach")
 
     def drop_pasids(self, g: Group) -> None:
         """ih_attach's remove callback detaches the module's PASIDs on the device's group."""

@@ -5,9 +5,35 @@ outcome of an operation and the profile that says which rules apply (pure)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from errno import EBUSY, EEXIST, EINVAL, EIO, ENODEV, ENOENT, ENOSPC, EOPNOTSUPP, EPERM
 
-EPERM, ENOENT, EIO, ENODEV, EBUSY, EEXIST, EINVAL, ENOSPC, EOPNOTSUPP = (
-    1, 2, 5, 19, 16, 17, 22, 28, 95)
+# The errno values the model answers with, re-exported: Python's are the kernel's on x86_64
+# and arm64 (include/uapi/asm-generic/errno-base.h, errno.h).
+__all__ = [
+    "BLOCKING",
+    "DEFAULT",
+    "DMA_API",
+    "DOMAIN_TYPES",
+    "EBUSY",
+    "EEXIST",
+    "EINVAL",
+    "EIO",
+    "ENODEV",
+    "ENOENT",
+    "ENOSPC",
+    "EOPNOTSUPP",
+    "EPERM",
+    "NO_DRIVER",
+    "OWNED",
+    "TYPE_REQUESTS",
+    "Group",
+    "Hold",
+    "Outcome",
+    "Profile",
+    "State",
+    "_int",
+    "_valid_name",
+]
 
 DEFAULT = "default"
 BLOCKING = "blocking"

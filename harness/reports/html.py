@@ -7,6 +7,7 @@ import os
 from html import escape
 from pathlib import Path
 
+from ..coverage import coverage
 from ..results import Outcome, RunResults, ScenarioResult, StepResult
 from ..steps import errno_text
 from .text import CELL, columns, rows, summary
@@ -85,6 +86,18 @@ def _run(i: int, r: ScenarioResult, base: Path) -> str:
             + "".join(body) + "</details>")
 
 
+def _coverage(runs: tuple[ScenarioResult, ...]) -> str:
+    """Per profile: how many of its kernel branches the steps took, and the others."""
+    rows = []
+    for c in coverage(runs):
+        missed = "".join(f"<li><code>{escape(b.id)}</code>: {escape(b.what)} "
+                         f'<span class="meta">({escape(b.source)})</span></li>' for b in c.missed)
+        rows.append(f"<li>{escape(c.profile)} ({escape(', '.join(c.platforms))}): "
+                    f"{len(c.taken)}/{c.total} kernel branches taken"
+                    + (f"; never taken:<ul>{missed}</ul>" if missed else "") + "</li>")
+    return f'<h2 id="coverage">Rule coverage</h2><ul>{"".join(rows)}</ul>' if rows else ""
+
+
 def report_html(results: RunResults, base: Path) -> str:
     """The page; links to console logs are relative to ``base``, the page's folder."""
     runs = results.runs
@@ -121,5 +134,6 @@ def report_html(results: RunResults, base: Path) -> str:
         f'<table id="matrix"><tr><th>scenario</th>{head}</tr>{"".join(body)}</table>'
         f'<p class="meta">{legend}</p>'
         + (f"<p>Failed: {failed}</p>" if failed else "")
+        + _coverage(runs)
         + "".join(_run(i, r, base) for i, r in enumerate(runs))
         + f"<script>{_SCRIPT}</script></body></html>\n")

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.dryrun import dry_run
 from harness.model import PROFILES, Profile, diff_profiles, format_diff, format_profiles
-from harness.model.build import build_model
 from harness.model.profiles import SERIES, series_of
 from harness.model.rules import (
     BASES,
@@ -26,8 +26,6 @@ from harness.model.rules import (
 )
 from harness.platforms import AARCH64_SMMUV3, X86_64_VTD, Platform
 from harness.scenario import Scenario, load_scenario
-from harness.steps import DRIVER_NAMES, DriverChoice
-from harness.topology import device_bdf
 
 L61, L612, L72 = PROFILES["linux-6.1"], PROFILES["linux-6.12"], PROFILES["linux-7.2"]
 SCENARIOS = Path(__file__).parent.parent / "scenarios"
@@ -153,48 +151,9 @@ def test_series_cover_every_version_profile_once_in_order() -> None:
 
 # ------------------------------------------------------------------ scenarios on the model
 
-def _bridge_driver(platform: Platform) -> str | None:
-    # Observed (tests/data/snapshot-*-pci-stub.txt): the PCIe-to-PCI bridge is bound to
-    # shpchp on aarch64, to nothing on x86_64.
-    return "shpchp" if platform.groups_need_driver else None
-
-
 def model_side(s: Scenario, platform: Platform, profile: Profile) -> list[str]:
-    """Run a scenario on the model alone, as Differ would after binding as the scenario says;
-    return the author's expectations (expect, state, types, WARN events) the model breaks.
-
-    Where the profile says SMMUv3 groups form at device add (7.2), every device is grouped
-    in address order whatever is bound: what the topology prediction has to do for it."""
-    topo = s.topology
-    bdfs = {d.id: device_bdf(topo, d) for d in topo.devices}
-    kinds = dict(s.bind)
-    order = sorted(topo.devices, key=lambda d: bdfs[d.id])
-    bound = [d.id for d in order if kinds.get(d.id, DriverChoice.NONE) is not DriverChoice.NONE]
-    grouped = [d.id for d in order] if not profile.smmu_groups_need_driver else bound
-    drivers: dict[str, str | None] = {
-        bdf: DRIVER_NAMES[kinds.get(i, DriverChoice.NONE)] or None for i, bdf in bdfs.items()}
-    drivers.update({f"0000:00:{b.slot:02x}.0": _bridge_driver(platform) for b in topo.bridges})
-    model = build_model(s, platform, profile, drivers, grouped)
-    problems = []
-    for n, step in enumerate(s.steps, start=1):
-        where = f"{s.path.name} step {n} ({step.label}) on {platform.name}/{profile.name}"
-        answer = step.action.on_model(model, bdfs)
-        checks = step.checks
-        expect = checks.rc.get(profile.name)
-        if expect is not None and answer.rc != expect:
-            problems.append(f"{where}: expected {expect}, model {answer.rc}")
-        for ident, dom in checks.state.get(profile.name):
-            if model.domain_of(bdfs[ident]) != dom:
-                problems.append(f"{where}: expected {ident} on {dom}, model "
-                                f"{model.domain_of(bdfs[ident])}")
-        for ident, typ in checks.types.get(profile.name):
-            if model.type_of(bdfs[ident]) != typ:
-                problems.append(f"{where}: expected {ident} type {typ}")
-        for event in checks.events.get(profile.name):
-            if event.startswith("warning:") and answer.warn != event.split(":", 1)[1]:
-                problems.append(f"{where}: expected {event}, model warns "
-                                f"{answer.warn or 'nothing'}")
-    return problems
+    """The author's expectations (expect, state, types, WARN events) the model breaks."""
+    return list(dry_run(s, platform, profile).problems)
 
 
 def _applies(s: Scenario, platform: Platform, profile: Profile) -> bool:
