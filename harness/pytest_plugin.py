@@ -58,6 +58,7 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "harness_expect(*events): kernel events (kinds or signatures) this test "
                    "causes on purpose; they must appear, and do not fail it")
+    selected_platforms(config)  # a bad --harness-platform is a usage error before collection
 
 
 def selected_platforms(config: pytest.Config) -> list[str]:
