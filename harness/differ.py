@@ -3,7 +3,6 @@ the differential fuzzer)."""
 
 from __future__ import annotations
 
-import shlex
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -168,11 +167,3 @@ class Differ:
             events=tuple(e.signature for e in seen.events if e.kind != "iommu_group_add"),
             expected_events=verdict.expected_events, problems=verdict.problems,
             branches=branches)
-
-
-def scenario_toml(name: str, topology: str, lines: Sequence[str]) -> str:
-    """A ready scenario file for a sequence of operations (what the fuzzer prints)."""
-    out = [f"name = {name!r}".replace("'", '"'), f'topology = "{topology}"', ""]
-    for line in lines:
-        out += ["[[step]]", f"op = {shlex.quote(line)}".replace("'", '"'), ""]
-    return "\n".join(out)

@@ -12,6 +12,7 @@ from .errors import ConfigError
 
 # What booting a guest costs, in scenario runs (a boot is ~5 s, a scenario ~1 s, on TCG).
 BOOT_WEIGHT = 5
+FUZZ_STEPS_PER_SCENARIO = 8  # a random step costs about an eighth of a scenario
 
 
 @dataclass(frozen=True)
@@ -21,24 +22,32 @@ class Job:
     kernel: str
     topology: Path
     scenarios: tuple[Path, ...]
+    fuzz_steps: int = 0  # random steps after the scenarios (run --fuzz-steps)
 
     @property
-    def key(self) -> tuple[str, str, str, tuple[str, ...]]:
-        return self.platform, self.kernel, str(self.topology), tuple(map(str, self.scenarios))
+    def key(self) -> tuple[str, str, str, tuple[str, ...], int]:
+        return (self.platform, self.kernel, str(self.topology), tuple(map(str, self.scenarios)),
+                self.fuzz_steps)
 
     @property
     def weight(self) -> int:
-        return BOOT_WEIGHT + len(self.scenarios)
+        return BOOT_WEIGHT + len(self.scenarios) + self.fuzz_steps // FUZZ_STEPS_PER_SCENARIO
 
 
 def plan(platforms: Sequence[str], kernels: Sequence[str],
-         scenarios: Iterable[tuple[str, Path, Path]]) -> list[Job]:
+         scenarios: Iterable[tuple[str, Path, Path]], fuzz_steps: int = 0,
+         fuzz_topology: Path | None = None) -> list[Job]:
     """One job per (platform, kernel, topology), scenarios in the order given;
-    ``scenarios`` holds (platform, scenario file, its topology file) triples."""
+    ``scenarios`` holds (platform, scenario file, its topology file) triples. With
+    ``fuzz_steps`` the job of ``fuzz_topology`` on each platform and kernel fuzzes too."""
     by_topology: dict[tuple[str, Path], list[Path]] = {}
     for platform, path, topology in scenarios:
         by_topology.setdefault((platform, topology), []).append(path)
-    return [Job(p, k, topo, tuple(paths)) for p in platforms for k in kernels
+    if fuzz_steps and fuzz_topology is not None:
+        for p in platforms:
+            by_topology.setdefault((p, fuzz_topology), [])
+    return [Job(p, k, topo, tuple(paths), fuzz_steps if topo == fuzz_topology else 0)
+            for p in platforms for k in kernels
             for (plat, topo), paths in by_topology.items() if plat == p]
 
 
@@ -61,7 +70,7 @@ def _split(jobs: list[Job], count: int) -> list[Job]:
             break
         half = (len(big.scenarios) + 1) // 2
         at = jobs.index(big)
-        jobs[at:at + 1] = [replace(big, scenarios=big.scenarios[:half]),
+        jobs[at:at + 1] = [replace(big, scenarios=big.scenarios[:half], fuzz_steps=0),
                            replace(big, scenarios=big.scenarios[half:])]
     return jobs
 

@@ -15,12 +15,13 @@ from pathlib import Path
 from .coverage import coverage, format_coverage
 from .debian.fetch import resolve_spec
 from .errors import ConfigError, HarnessError
+from .fuzz import Fuzz
 from .guest import Guest
 from .matrix import Job, parse_shard, plan, shard
 from .model import Profile, get_profile
 from .model.profiles import ProfileChoice
 from .platforms import PLATFORMS
-from .prepare import GuestRequest, out_root
+from .prepare import DEFAULT_TOPOLOGY, GuestRequest, out_root
 from .reports import HTML_FILE, format_matrix, format_scenario, write_reports
 from .results import (
     RESULTS_FILE,
@@ -33,7 +34,9 @@ from .results import (
     ordered,
 )
 from .runner import run_on_guests
-from .scenario import load_scenario, topology_file
+from .scenario import Scenario, load_scenario, topology_file
+from .steps import DriverChoice
+from .topology import load_topology
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
 DEFAULT_KERNELS = "debian:6.1,debian:6.12,debian:newest"
@@ -52,6 +55,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="show what another profile (e.g. proposal-2022) would return")
     p.add_argument("--out", type=Path, help="output folder (default: "
                                             "$IOMMU_HARNESS_OUT or ./out, then run-<time>)")
+    p.add_argument("--fuzz-steps", type=int, default=0, metavar="N",
+                   help="after the scenarios, N random operations on each platform and kernel, "
+                        "compared step by step (default: 0, none)")
+    p.add_argument("--fuzz-seed", type=int, default=0, metavar="S",
+                   help="the fuzzer's seed: the same seed draws the same steps (default: 0)")
     p.add_argument("--shard", default="1/1", metavar="I/N",
                    help="run only the I-th of N deterministic slices of the matrix")
     p.add_argument("-j", "--jobs", type=int, default=1, metavar="N",
@@ -97,7 +105,9 @@ def check_inputs(args: argparse.Namespace) -> list[Job]:
             elif not Path(spec).is_file():
                 raise ConfigError(f"kernel {spec!r} is neither a debian: spec nor a file",
                                   "run 'iommu-harness kernels' for the specs")
-    jobs = plan(platforms, kernels, triples)
+    if args.fuzz_steps < 0:
+        raise ConfigError(f"--fuzz-steps {args.fuzz_steps} is negative", "write 0 or more")
+    jobs = plan(platforms, kernels, triples, args.fuzz_steps, DEFAULT_TOPOLOGY)
     i, n = parse_shard(args.shard)
     k, j = parse_shard(args.part)
     return shard(shard(jobs, i, n), k, j)
@@ -111,7 +121,13 @@ def _say(args: argparse.Namespace, text: str) -> None:
 def _run_job(args: argparse.Namespace, job: Job, out: Path,
              extra: Sequence[Profile]) -> list[ScenarioResult]:
     platform = PLATFORMS[job.platform]
-    scenarios = [load_scenario(f, platform) for f in job.scenarios]
+    scenarios: list[Scenario | Fuzz] = [load_scenario(f, platform) for f in job.scenarios]
+    if job.fuzz_steps:
+        topology = load_topology(job.topology, platform)
+        base = Scenario(name="fuzz", path=job.topology, topology=topology, steps=(),
+                        bind=tuple((d.id, DriverChoice.OWNED) for d in topology.devices),
+                        topology_path=job.topology)
+        scenarios.append(Fuzz(base, job.fuzz_steps, args.fuzz_seed))
     request = GuestRequest(platform=job.platform, kernel=job.kernel, topology=job.topology,
                            accel=args.accel, out_root=out / "guests",
                            boot_timeout=args.boot_timeout)
@@ -127,7 +143,7 @@ def _run_job(args: argparse.Namespace, job: Job, out: Path,
 
     def done(r: ScenarioResult) -> None:
         _say(args, f"{where}: {r.outcome.value:<8} {r.scenario} ({r.duration:.1f} s)"
-                   f"{' - ' + r.detail if r.detail and r.outcome.failed else ''}")
+                   f"{' - ' + r.detail.splitlines()[0] if r.detail and r.outcome.failed else ''}")
 
     return run_on_guests(request, scenarios, choice, extra, on_boot=booted, on_result=done)
 
@@ -158,7 +174,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _child_argv(args: argparse.Namespace, part: int, out: Path) -> list[str]:
     argv = [sys.executable, "-m", "harness.cli", "run", "--platform", args.platform,
             "--kernel", args.kernel, "--shard", args.shard, "--part", f"{part}/{args.jobs}",
-            "--out", str(out), "--accel", args.accel, "--boot-timeout", str(args.boot_timeout)]
+            "--out", str(out), "--accel", args.accel, "--boot-timeout", str(args.boot_timeout),
+            "--fuzz-steps", str(args.fuzz_steps), "--fuzz-seed", str(args.fuzz_seed)]
     if args.scenario:
         argv += ["--scenario", *map(str, args.scenario)]
     if args.profile:

@@ -9,6 +9,7 @@ from dataclasses import replace
 
 from .differ import Differ, kernel_profile
 from .errors import GuestDied, GuestHung
+from .fuzz import Fuzz, kernel_log, run_fuzz
 from .guest import Guest
 from .model import Profile
 from .model.profiles import ProfileChoice
@@ -17,7 +18,7 @@ from .results import Outcome, ScenarioResult, outcome_of
 from .scenario import Scenario
 
 
-def _head(guest: Guest, scenario: Scenario, choice: ProfileChoice,
+def head(guest: Guest, scenario: Scenario, choice: ProfileChoice,
           extra: Sequence[Profile]) -> ScenarioResult:
     kernel = guest.config.kernel
     return ScenarioResult(
@@ -37,36 +38,44 @@ def skip_reason(scenario: Scenario, platform: str, profile: str) -> str:
     return ""
 
 
-def run_scenario(guest: Guest, scenario: Scenario, choice: ProfileChoice | None = None,
+def run_scenario(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice | None = None,
                  extra: Sequence[Profile] = ()) -> ScenarioResult:
-    """Run a scenario on a guest and on the model of ``choice`` (default: the kernel's
-    profile), with the answers of ``extra`` profiles beside. A guest that dies or hangs fails
-    the scenario with the fatal event (outcome DIED); the caller needs a fresh guest then."""
+    """Run a scenario (or a fuzzing run) on a guest and on the model of ``choice`` (default:
+    the kernel's profile), with the answers of ``extra`` profiles beside. A guest that dies or
+    hangs fails the scenario with the fatal event (outcome DIED); the caller needs a fresh
+    guest then."""
     choice = choice or kernel_profile(guest.config.kernel)
-    head = _head(guest, scenario, choice, extra)
-    reason = skip_reason(scenario, head.platform, choice.profile.name)
+    start = head(guest, scenario if isinstance(scenario, Scenario) else scenario.base, choice,
+                 extra)
+    if isinstance(scenario, Fuzz):
+        try:
+            return run_fuzz(guest, scenario, choice, extra, start)
+        except (GuestDied, GuestHung) as exc:
+            return replace(start, scenario=scenario.name, file=f"fuzz:{scenario.seed}",
+                           outcome=Outcome.DIED, detail=exc.problem,
+                           kernel_log=guest.console_tail())
+    reason = skip_reason(scenario, start.platform, choice.profile.name)
     if reason:
-        return replace(head, outcome=Outcome.SKIPPED, detail=reason)
+        return replace(start, outcome=Outcome.SKIPPED, detail=reason)
     started = time.monotonic()
     try:
         mark = guest.kmsg_mark()
         differ = Differ(guest, scenario.topology, choice.profile, extra)
         differ.setup(scenario)
         steps = tuple(differ.step(i + 1, s) for i, s in enumerate(scenario.steps))
-        log = "\n".join(f"[{(r.usec or 0) / 1e6:12.6f}] {r.text}"
-                        for r in guest.kmsg_since(mark.seq))
+        log = kernel_log(guest, mark.seq)
     except (GuestDied, GuestHung) as exc:
         # The kernel under test crashed or hung: this scenario failed, not the harness.
-        return replace(head, outcome=Outcome.DIED, detail=exc.problem,
+        return replace(start, outcome=Outcome.DIED, detail=exc.problem,
                        duration=time.monotonic() - started, kernel_log=guest.console_tail())
-    return replace(head, outcome=outcome_of(steps), steps=steps, kernel_log=log,
+    return replace(start, outcome=outcome_of(steps), steps=steps, kernel_log=log,
                    duration=time.monotonic() - started)
 
 
 Listener = Callable[[ScenarioResult], None]
 
 
-def run_on_guests(request: GuestRequest, scenarios: Sequence[Scenario],
+def run_on_guests(request: GuestRequest, scenarios: Sequence[Scenario | Fuzz],
                   choice: ProfileChoice | None = None, extra: Sequence[Profile] = (),
                   on_boot: Callable[[Guest, ProfileChoice], None] | None = None,
                   on_result: Listener | None = None) -> list[ScenarioResult]:

@@ -71,7 +71,8 @@ def _run(i: int, r: ScenarioResult, base: Path) -> str:
             f"{r.duration:.1f} s; console log: {_link(r.console_log, base) or '-'}")
     body = [f'<p class="meta">{meta}</p>']
     if r.detail:
-        body.append(f'<p class="bad">{escape(r.detail)}</p>')
+        tag = "pre" if "\n" in r.detail else "p"  # a fuzz reproducer is a scenario file
+        body.append(f'<{tag} class="bad">{escape(r.detail)}</{tag}>')
     if r.steps:
         also = "".join(f"<th>{escape(p)}</th>" for p in r.also_profiles)
         body.append("<table><tr><th>#</th><th>step</th><th>kernel</th><th>model</th>"

@@ -24,6 +24,8 @@ def failure_text(r: ScenarioResult) -> str:
         parts.append(step_table(r))
         parts += [f"step {s.index} {s.label}: {p.kind}: {p.text}"
                   for s in r.steps for p in s.problems]
+        if r.detail:
+            parts += ["--- reproducer ---", r.detail]
     if r.kernel_log:
         parts += ["--- kernel log ---", r.kernel_log]
     return "\n".join(parts)

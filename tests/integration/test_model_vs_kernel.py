@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
-from harness.differ import Differ, guest_profile, scenario_toml
+from harness.differ import Differ, guest_profile
+from harness.fuzz import ATTACH_TEMPLATES, DOMAINS, TEMPLATES, fields, scenario_toml
 from harness.model import Profile
 from harness.pytest_plugin import GuestPool
 from harness.reports.junit import failure_text
@@ -29,45 +30,23 @@ from tests.integration.helpers import KERNELS, spec_profile
 
 SCENARIOS = sorted((Path(__file__).parent.parent / "scenarios").glob("*.toml"))
 DEVICES = ["edu0", "edu1", "edu2", "edu3"]
-HANDLES = ["a", "b"]
 
-# The attach and ownership calls: what the injected wrong rule needs to be caught.
-ATTACH_OPS = (
-    st.builds(lambda h, d: f"alloc {h} {d}", st.sampled_from(HANDLES), st.sampled_from(DEVICES)),
-    st.builds(lambda h: f"free {h}", st.sampled_from(HANDLES)),
-    *(st.builds(lambda h, d, op=op: f"{op} {h} {d}", st.sampled_from(HANDLES),
-                st.sampled_from(DEVICES))
-      for op in ("attach_dev", "detach_dev", "attach_group", "detach_group")),
-    st.builds(lambda d, o: f"claim_group {d} {o}", st.sampled_from(DEVICES),
-              st.sampled_from(["o", "p"])),
-    st.builds(lambda d: f"release_group {d}", st.sampled_from(DEVICES)),
-)
-OPS = st.one_of(
-    *ATTACH_OPS,
-    st.builds(lambda d, o: f"claim_dev {d} {o}", st.sampled_from(DEVICES),
-              st.sampled_from(["o", "p"])),
-    st.builds(lambda d: f"release_dev {d}", st.sampled_from(DEVICES)),
-    st.builds(lambda h, i: f"map {h} {i:#x} 0x1000", st.sampled_from(HANDLES),
-              st.sampled_from([0x100000, 0x200000])),
-    st.builds(lambda h, i: f"unmap {h} {i:#x}", st.sampled_from(HANDLES),
-              st.sampled_from([0x100000, 0x200000])),
-    # 6.12-only calls (the module refuses them on 6.1) and the WARN paths, called on purpose.
-    *(st.builds(lambda h, d, op=op: f"{op} {h} {d}", st.sampled_from(HANDLES),
-                st.sampled_from(DEVICES))
-      for op in ("replace", "raw_detach_dev", "raw_detach_group")),
-    st.builds(lambda d: f"raw_release_group {d}", st.sampled_from(DEVICES)),
-    *(st.builds(lambda h, d, p, op=op: f"{op} {h} {d} {p}", st.sampled_from(HANDLES),
-                st.sampled_from(DEVICES), st.sampled_from([0, 1, 2]))
-      for op in ("attach_pasid", "detach_pasid")),
-    # DMA through edu (about 0.2 s each: QEMU's edu completes a transfer on a 100 ms timer).
-    st.builds(lambda d, h: f"dma {d} {h} 0x100000 0x100", st.sampled_from(DEVICES),
-              st.sampled_from(HANDLES)),
-    st.builds(lambda d, i: f"dma_raw {d} {i:#x} to_ram", st.sampled_from(DEVICES),
-              st.sampled_from([0x100000, 0x900000])),
-    # Writes to the group's sysfs type (the next sequence's set-up restores the types).
-    st.builds(lambda d, t: f"set_type {d} {t}", st.sampled_from(DEVICES),
-              st.sampled_from(["identity", "DMA", "DMA-FQ", "auto"])),
-)
+
+
+def _ops(templates: tuple[str, ...]) -> st.SearchStrategy[str]:
+    """Operations drawn from the harness fuzzer's alphabet (harness/fuzz.py), shrinking
+    towards the first template and the first value of each word."""
+    domains = {**DOMAINS, "dev": tuple(DEVICES)}
+
+    def fill(template: str) -> st.SearchStrategy[str]:
+        words = {f: st.sampled_from(domains[f]) for f in fields(template)}
+        return st.fixed_dictionaries(words).map(lambda kw: template.format(**kw))
+
+    return st.sampled_from(templates).flatmap(fill)
+
+
+OPS = _ops(TEMPLATES)
+ATTACH_OPS = _ops(ATTACH_TEMPLATES)  # what the injected wrong rule needs to be caught
 
 
 def _catalogue(platform: str | None = None) -> list[tuple[Path, str]]:
@@ -221,7 +200,7 @@ def test_a_wrong_model_rule_is_caught_and_shrunk(guest_pool: GuestPool, platform
     # matter of luck: an edit elsewhere in the machine once left 150 sequences without one.
     try:
         ran = fuzz(guest_pool, platform, "debian:6.1", wrong, examples=150, steps=6,
-                   ops=st.one_of(*ATTACH_OPS))
+                   ops=ATTACH_OPS)
     except AssertionError as caught:
         message = str(caught)
     else:

@@ -30,10 +30,10 @@ def harness(*args: str, timeout: float = 600) -> subprocess.CompletedProcess[str
 
 @pytest.fixture(scope="module")
 def matrix_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Both platforms × debian:6.1 × two scenarios, two guests at once."""
+    """Both platforms × debian:6.1 × two scenarios and 20 random steps, two guests at once."""
     out = tmp_path_factory.mktemp("run")
     proc = harness("run", "--platform", "all", "--kernel", "debian:6.1", "--scenario",
-                   *map(str, SCENARIOS), "-j", "2", "--out", str(out))
+                   *map(str, SCENARIOS), "--fuzz-steps", "20", "-j", "2", "--out", str(out))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert f"report: {out / 'report.html'}" in proc.stdout
     return out
@@ -41,7 +41,12 @@ def matrix_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_the_run_writes_its_results(matrix_run: Path) -> None:
     results = load_results(matrix_run)
-    cells = {(r.platform, r.kernel, Path(r.file).name): r.outcome for r in results.runs}
+    fuzz = [r for r in results.runs if r.file == "fuzz:0"]
+    assert [(r.platform, r.outcome) for r in fuzz] == [("x86_64-vtd", Outcome.PASS),
+                                                       ("aarch64-smmuv3", Outcome.PASS)]
+    assert all(len(r.steps) >= 20 and r.scenario == "fuzz (20 steps, seed 0)" for r in fuzz)
+    cells = {(r.platform, r.kernel, Path(r.file).name): r.outcome for r in results.runs
+             if r not in fuzz}
     # The 7.x scenario is written for linux-7.2 only: skipped on 6.1, with the reason.
     assert cells == {(p, "debian:6.1", s.name): (Outcome.PASS if "7x" not in s.name
                                                   else Outcome.SKIPPED)
@@ -63,13 +68,13 @@ def test_report_merge_joins_the_shards(matrix_run: Path, tmp_path: Path) -> None
                    "--out", str(tmp_path))
     assert proc.returncode == 0, proc.stderr
     assert load_results(tmp_path).runs == load_results(matrix_run).runs
-    assert "4 scenario runs: 2 skipped, 2 pass" in proc.stdout
+    assert "6 scenario runs: 2 skipped, 4 pass" in proc.stdout
 
 
 def test_junit_names_every_case(matrix_run: Path) -> None:
     root = etree.parse(str(matrix_run / "junit.xml")).getroot()
     etree.XMLSchema(etree.parse(str(ROOT / "data" / "junit.xsd"))).assertValid(root)
-    assert root.get("tests") == "4" and root.get("failures") == "0"
+    assert root.get("tests") == "6" and root.get("failures") == "0"
     assert root.get("skipped") == "2"
 
 
@@ -102,6 +107,7 @@ def test_the_page_in_a_browser_opens_the_run_a_cell_points_at(matrix_run: Path) 
     (["--kernel", "debian:5.4"], "debian:5.4"),
     (["--scenario", "nowhere.toml"], "cannot read scenario nowhere.toml"),
     (["-j", "0"], "-j 0 is not a number of guests"),
+    (["--fuzz-steps", "-3"], "--fuzz-steps -3 is negative"),
     (["--also-profile", "linux-9.9"], "linux-9.9"),
 ])
 def test_bad_input_is_one_line_before_any_guest(tmp_path: Path, args: list[str],

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.differ import scenario_toml
 from harness.errors import ConfigError
+from harness.fuzz import scenario_toml
 from harness.model import DMA_API, NO_DRIVER, OWNED, Model, get_profile
 from harness.model.build import build_model, model_bind
 from harness.platforms import AARCH64_SMMUV3, X86_64_VTD

@@ -1,0 +1,128 @@
+"""Differential fuzzing inside a run (``run --fuzz-steps N``): seeded random operation
+sequences over the topology's devices and two domain handles, on the guest and the model step
+by step; the first disagreement stops its sequence and becomes a ready scenario file. The
+operation alphabet is shared with the hypothesis state machine of the integration tests
+(which shrinks what it finds)."""
+
+from __future__ import annotations
+
+import random
+import re
+import shlex
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+
+from .differ import Differ
+from .guest import Guest
+from .model import Profile
+from .model.profiles import ProfileChoice
+from .results import Outcome, ScenarioResult, StepResult, outcome_of
+from .scenario import Scenario
+from .steps import Step
+
+HANDLES = ("a", "b")
+# Each operation the fuzzer draws, its words from DOMAINS ({dev}: the topology's devices).
+TEMPLATES = (
+    "alloc {handle} {dev}", "free {handle}",
+    "attach_dev {handle} {dev}", "detach_dev {handle} {dev}",
+    "attach_group {handle} {dev}", "detach_group {handle} {dev}",
+    "claim_group {dev} {owner}", "release_group {dev}",
+    "claim_dev {dev} {owner}", "release_dev {dev}",
+    "map {handle} {map_iova} 0x1000", "unmap {handle} {map_iova}",
+    # 6.12-only calls (the module refuses them on 6.1) and the WARN paths, called on purpose.
+    "replace {handle} {dev}", "raw_detach_dev {handle} {dev}",
+    "raw_detach_group {handle} {dev}", "raw_release_group {dev}",
+    "attach_pasid {handle} {dev} {pasid}", "detach_pasid {handle} {dev} {pasid}",
+    # DMA through edu (about 0.2 s each: QEMU's edu completes a transfer on a 100 ms timer).
+    "dma {dev} {handle} 0x100000 0x100", "dma_raw {dev} {raw_iova} to_ram",
+    # Writes to the group's sysfs type (the next sequence's set-up restores the types).
+    "set_type {dev} {type}",
+)
+# The attach and ownership calls alone: what a wrong attach rule needs to be caught.
+ATTACH_TEMPLATES = TEMPLATES[:8]
+DOMAINS: dict[str, tuple[str, ...]] = {
+    "handle": HANDLES, "owner": ("o", "p"), "map_iova": ("0x100000", "0x200000"),
+    "raw_iova": ("0x100000", "0x900000"), "pasid": ("0", "1", "2"),
+    "type": ("identity", "DMA", "DMA-FQ", "auto")}
+SETUP = ("alloc a {dev0}", "alloc b {dev1}")  # both handles exist from the start
+
+
+def fields(template: str) -> list[str]:
+    return re.findall(r"\{(\w+)\}", template)
+
+
+def draw(rng: random.Random, devices: Sequence[str],
+         templates: Sequence[str] = TEMPLATES) -> str:
+    """One random operation (pure, given the generator)."""
+    template = rng.choice(templates)
+    domains: Mapping[str, Sequence[str]] = {**DOMAINS, "dev": devices}
+    return template.format(**{f: rng.choice(domains[f]) for f in fields(template)})
+
+
+def sequences(seed: int, steps: int, devices: Sequence[str],
+              length: int = 25) -> list[list[str]]:
+    """``steps`` random operations in sequences of at most ``length``, each after the set-up
+    allocations; the same for the same seed and devices (pure)."""
+    rng = random.Random(seed)
+    out, left = [], steps
+    while left > 0:
+        n = min(left, rng.randint(1, length))
+        setup = [s.format(dev0=devices[0], dev1=devices[min(1, len(devices) - 1)])
+                 for s in SETUP]
+        out.append(setup + [draw(rng, devices) for _ in range(n)])
+        left -= n
+    return out
+
+
+def scenario_toml(name: str, topology: str, lines: Sequence[str]) -> str:
+    """A ready scenario file for a sequence of operations (what a fuzzer prints)."""
+    out = [f"name = {name!r}".replace("'", '"'), f'topology = "{topology}"', ""]
+    for line in lines:
+        out += ["[[step]]", f"op = {shlex.quote(line)}".replace("'", '"'), ""]
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class Fuzz:
+    """A fuzzing run as an item of a job: ``steps`` random operations from ``seed`` on the
+    devices of ``base`` (its topology and bindings)."""
+    base: Scenario
+    steps: int
+    seed: int = 0
+
+    @property
+    def name(self) -> str:
+        return f"fuzz ({self.steps} steps, seed {self.seed})"
+
+
+def run_fuzz(guest: Guest, fuzz: Fuzz, choice: ProfileChoice, extra: Sequence[Profile],
+             head: ScenarioResult) -> ScenarioResult:
+    """Every sequence on the guest and the model; stops at the first disagreement, whose
+    sequence is the result's ``detail`` as a scenario file. ``head`` is the result's record
+    of the guest, kernel and profile."""
+    result = replace(head, scenario=fuzz.name, file=f"fuzz:{fuzz.seed}")
+    started = time.monotonic()
+    mark = guest.kmsg_mark()
+    differ = Differ(guest, fuzz.base.topology, choice.profile, extra)
+    devices = [d.id for d in fuzz.base.topology.devices]
+    done: list[StepResult] = []
+    for lines in sequences(fuzz.seed, fuzz.steps, devices):
+        differ.setup(fuzz.base)
+        for i, line in enumerate(lines, start=1):
+            step = differ.step(len(done) + 1, Step.op(line))
+            done.append(step)
+            if not step.ok:
+                repro = scenario_toml(f"fuzz reproducer ({choice.profile.name}, seed "
+                                      f"{fuzz.seed})", fuzz.base.topology.name, lines[:i])
+                return replace(result, outcome=outcome_of(done), steps=tuple(done),
+                               detail=repro, duration=time.monotonic() - started,
+                               kernel_log=kernel_log(guest, mark.seq))
+    return replace(result, outcome=outcome_of(done) if done else Outcome.PASS,
+                   steps=tuple(done), duration=time.monotonic() - started,
+                   kernel_log=kernel_log(guest, mark.seq))
+
+
+def kernel_log(guest: Guest, seq: int) -> str:
+    """The guest's kernel log records from ``seq`` on, one line each with its time."""
+    return "\n".join(f"[{(r.usec or 0) / 1e6:12.6f}] {r.text}" for r in guest.kmsg_since(seq))
