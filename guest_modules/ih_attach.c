@@ -976,10 +976,78 @@ static void reset_all(void)
 
 /* ------------------------------------------------------------------ dispatch */
 
+static void op_reset(void)
+{
+	reset_all();
+	result("reset 0");
+}
+
+/*
+ * The operations: name, number of arguments, handler (argv[0] is the name). The harness's
+ * model has the same table (harness/model/core.py: OPERATION_ARGS), and a unit test checks
+ * the two against each other.
+ */
+static void do_alloc(char **a) { op_alloc(a[1], a[2]); }
+static void do_free(char **a) { op_free(a[1]); }
+static void do_attach_dev(char **a) { op_attach(false, a[1], a[2]); }
+static void do_attach_group(char **a) { op_attach(true, a[1], a[2]); }
+static void do_detach_dev(char **a) { op_detach(false, a[1], a[2]); }
+static void do_detach_group(char **a) { op_detach(true, a[1], a[2]); }
+static void do_claim_group(char **a) { op_claim(false, a[1], a[2]); }
+static void do_claim_dev(char **a) { op_claim(true, a[1], a[2]); }
+static void do_release_group(char **a) { op_release(false, a[1]); }
+static void do_release_dev(char **a) { op_release(true, a[1]); }
+static void do_map(char **a) { op_map(a[1], a[2], a[3]); }
+static void do_unmap(char **a) { op_unmap(a[1], a[2]); }
+static void do_dma(char **a) { op_dma(a[1], a[2], a[3], a[4]); }
+static void do_dma_raw(char **a) { op_dma_raw(a[1], a[2], a[3]); }
+static void do_raw_detach_dev(char **a) { op_raw_detach(false, a[1], a[2]); }
+static void do_raw_detach_group(char **a) { op_raw_detach(true, a[1], a[2]); }
+static void do_raw_release_group(char **a) { op_raw_release_group(a[1]); }
+static void do_replace(char **a) { op_replace(a[1], a[2]); }
+static void do_attach_pasid(char **a) { op_pasid(true, a[1], a[2], a[3]); }
+static void do_detach_pasid(char **a) { op_pasid(false, a[1], a[2], a[3]); }
+static void do_state(char **a) { op_state(a[1]); }
+static void do_members(char **a) { op_members(a[1]); }
+static void do_reset(char **a) { op_reset(); }
+
+struct ih_op {
+	const char *name;
+	int arity;
+	void (*run)(char **argv);
+};
+
+static const struct ih_op ih_ops[] = {
+	{ "alloc", 2, do_alloc },
+	{ "free", 1, do_free },
+	{ "attach_dev", 2, do_attach_dev },
+	{ "attach_group", 2, do_attach_group },
+	{ "detach_dev", 2, do_detach_dev },
+	{ "detach_group", 2, do_detach_group },
+	{ "claim_group", 2, do_claim_group },
+	{ "claim_dev", 2, do_claim_dev },
+	{ "release_group", 1, do_release_group },
+	{ "release_dev", 1, do_release_dev },
+	{ "map", 3, do_map },
+	{ "unmap", 2, do_unmap },
+	{ "dma", 4, do_dma },
+	{ "dma_raw", 3, do_dma_raw },
+	{ "raw_detach_dev", 2, do_raw_detach_dev },
+	{ "raw_detach_group", 2, do_raw_detach_group },
+	{ "raw_release_group", 1, do_raw_release_group },
+	{ "replace", 2, do_replace },
+	{ "attach_pasid", 3, do_attach_pasid },
+	{ "detach_pasid", 3, do_detach_pasid },
+	{ "state", 1, do_state },
+	{ "members", 1, do_members },
+	{ "reset", 0, do_reset },
+};
+
 static void run_line(char *line)
 {
 	char *argv[6] = { NULL };
 	int argc = 0;
+	size_t i;
 	char *tok;
 
 	while ((tok = strsep(&line, " \t")) && argc < 6)
@@ -989,56 +1057,15 @@ static void run_line(char *line)
 		return;
 	if (tok)
 		REPLY("%.32s %d guard=1 why=too_many_arguments", argv[0], -E2BIG);
-	if (!strcmp(argv[0], "alloc"))
-		op_alloc(argv[1], argv[2]);
-	else if (!strcmp(argv[0], "free"))
-		op_free(argv[1]);
-	else if (!strcmp(argv[0], "attach_dev"))
-		op_attach(false, argv[1], argv[2]);
-	else if (!strcmp(argv[0], "attach_group"))
-		op_attach(true, argv[1], argv[2]);
-	else if (!strcmp(argv[0], "detach_dev"))
-		op_detach(false, argv[1], argv[2]);
-	else if (!strcmp(argv[0], "detach_group"))
-		op_detach(true, argv[1], argv[2]);
-	else if (!strcmp(argv[0], "claim_group"))
-		op_claim(false, argv[1], argv[2]);
-	else if (!strcmp(argv[0], "claim_dev"))
-		op_claim(true, argv[1], argv[2]);
-	else if (!strcmp(argv[0], "release_group"))
-		op_release(false, argv[1]);
-	else if (!strcmp(argv[0], "release_dev"))
-		op_release(true, argv[1]);
-	else if (!strcmp(argv[0], "map"))
-		op_map(argv[1], argv[2], argv[3]);
-	else if (!strcmp(argv[0], "unmap"))
-		op_unmap(argv[1], argv[2]);
-	else if (!strcmp(argv[0], "dma"))
-		op_dma(argv[1], argv[2], argv[3], argv[4]);
-	else if (!strcmp(argv[0], "dma_raw"))
-		op_dma_raw(argv[1], argv[2], argv[3]);
-	else if (!strcmp(argv[0], "raw_detach_dev"))
-		op_raw_detach(false, argv[1], argv[2]);
-	else if (!strcmp(argv[0], "raw_detach_group"))
-		op_raw_detach(true, argv[1], argv[2]);
-	else if (!strcmp(argv[0], "raw_release_group"))
-		op_raw_release_group(argv[1]);
-	else if (!strcmp(argv[0], "replace"))
-		op_replace(argv[1], argv[2]);
-	else if (!strcmp(argv[0], "attach_pasid"))
-		op_pasid(true, argv[1], argv[2], argv[3]);
-	else if (!strcmp(argv[0], "detach_pasid"))
-		op_pasid(false, argv[1], argv[2], argv[3]);
-	else if (!strcmp(argv[0], "state"))
-		op_state(argv[1]);
-	else if (!strcmp(argv[0], "members"))
-		op_members(argv[1]);
-	else if (!strcmp(argv[0], "reset")) {
-		reset_all();
-		result("reset 0");
-	} else {
-		result("? %d guard=1 why=unknown_operation", -EINVAL);
+	for (i = 0; i < ARRAY_SIZE(ih_ops); i++) {
+		if (strcmp(argv[0], ih_ops[i].name))
+			continue;
+		if (argc - 1 != ih_ops[i].arity)
+			REPLY("%s %d guard=1 why=arguments", ih_ops[i].name, -EINVAL);
+		ih_ops[i].run(argv);
+		return;
 	}
+	result("? %d guard=1 why=unknown_operation", -EINVAL);
 }
 
 struct ih_file {

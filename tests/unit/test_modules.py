@@ -124,12 +124,15 @@ def test_build_modules_keys_its_cache_by_toolchain(tmp_path: Path,
 
 
 def test_the_modules_operations_are_the_models() -> None:
-    # ih_attach.c's dispatch (run_line) and the model's operation table cannot drift: the same
-    # names, each taking as many arguments as the model's handler (set_type is a sysfs write
-    # from the guest's shell, not a module operation; state and members only read).
+    # ih_attach.c's table of {name, arity, handler} and the model's operation table cannot
+    # drift: the same names, each taking as many arguments as the model's handler (set_type is
+    # a sysfs write from the guest's shell, not a module operation; state and members read).
     source = (GUEST_MODULES_DIR / "ih_attach.c").read_text()
-    body = source[source.index("static void run_line("):source.index("struct ih_file {")]
-    branches = re.findall(r'strcmp\(argv\[0\], "(\w+)"\)\)\s*\{?\s*([^;]*);', body)
-    module = {name: len(set(re.findall(r"argv\[(\d)\]", call))) for name, call in branches}
+    table = source[source.index("static const struct ih_op ih_ops[] = {"):]
+    table = table[:table.index("};")]
+    module = {name: int(arity) for name, arity, handler in
+              re.findall(r'\{ "(\w+)", (\d), do_(\w+) \}', table) if name == handler}
+    assert len(module) == table.count("{ \"")  # every entry parsed, each with its own handler
     model = {name: len(args) for name, args in OPERATION_ARGS.items() if name not in SHELL_OPS}
     assert {k: v for k, v in module.items() if k not in ("state", "members")} == model
+    assert module["state"] == module["members"] == 1
