@@ -93,10 +93,11 @@ def _coverage(runs: tuple[ScenarioResult, ...]) -> str:
     for c in coverage(runs):
         missed = "".join(f"<li><code>{escape(b.id)}</code>: {escape(b.what)} "
                          f'<span class="meta">({escape(b.source)})</span></li>' for b in c.missed)
-        rows.append(f"<li>{escape(c.profile)} ({escape(', '.join(c.platforms))}): "
-                    f"{len(c.taken)}/{c.total} kernel branches taken"
-                    + (f"; never taken:<ul>{missed}</ul>" if missed else "") + "</li>")
-    return f'<h2 id="coverage">Rule coverage</h2><ul>{"".join(rows)}</ul>' if rows else ""
+        head = (f"{escape(c.profile)} ({escape(', '.join(c.platforms))}): "
+                f"{len(c.taken)}/{c.total} kernel branches taken")
+        rows.append(f"<details><summary>{head}; {len(c.missed)} never</summary><ul>{missed}"
+                    "</ul></details>" if missed else f"<p>{head}</p>")
+    return f'<h2 id="coverage">Rule coverage</h2>{"".join(rows)}' if rows else ""
 
 
 def report_html(results: RunResults, base: Path) -> str:
