@@ -34,10 +34,10 @@ unit: deps
 	$(PY) -m pytest tests/unit -q
 
 integration: deps
-	$(PY) -m pytest tests/integration -q -n $(TEST_JOBS)
+	$(PY) -m pytest tests/integration -q -n $(TEST_JOBS) --dist worksteal
 
 test: lint
-	$(PY) -m pytest tests -q -n $(TEST_JOBS)
+	$(PY) -m pytest tests -q -n $(TEST_JOBS) --dist worksteal
 
 bench: deps
 	$(PY) bench/boot.py --platform x86_64-vtd --platform aarch64-smmuv3 \

@@ -40,7 +40,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", args.jobs,
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", args.jobs, "--dist", "worksteal",
                                f"--junitxml={junit}", *(rest or ["tests"])], env=env,
                               check=False)
         wall = time.monotonic() - started
