@@ -40,9 +40,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         junit = Path(tmp) / "junit.xml"
         started = time.monotonic()
-        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", args.jobs, "--dist", "worksteal",
-                               f"--junitxml={junit}", *(rest or ["tests"])], env=env,
-                              check=False)
+        proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", args.jobs, "--dist",
+                               "worksteal", f"--junitxml={junit}", *(rest or ["tests"])],
+                              env=env, check=False)
         wall = time.monotonic() - started
         files = per_file(junit) if junit.is_file() else {}
     worker = sum(s for _, s in files.values())
