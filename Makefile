@@ -29,6 +29,7 @@ run: deps
 lint: deps
 	$(VENV)/bin/ruff check harness tests bench
 	$(VENV)/bin/mypy harness
+	$(VENV)/bin/mypy tests bench
 
 unit: deps
 	$(PY) -m pytest tests/unit -q

@@ -29,6 +29,18 @@ def head(guest: Guest, scenario: Scenario, choice: ProfileChoice,
         also_profiles=tuple(p.name for p in extra), console_log=str(guest.console_log))
 
 
+def died(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice,
+         extra: Sequence[Profile], exc: GuestDied | GuestHung) -> ScenarioResult:
+    """The kernel under test crashed or hung during ``scenario``: it failed, not the harness;
+    its record names the fatal event and keeps the console's tail."""
+    base = scenario if isinstance(scenario, Scenario) else scenario.base
+    start = head(guest, base, choice, extra)
+    if isinstance(scenario, Fuzz):
+        start = replace(start, scenario=scenario.name, file=f"fuzz:{scenario.seed}")
+    return replace(start, outcome=Outcome.DIED, detail=exc.problem,
+                   kernel_log=guest.console_tail())
+
+
 def skip_reason(scenario: Scenario, platform: str, profile: str) -> str:
     """Why a scenario does not run here ("" when it does)."""
     if scenario.profiles and profile not in scenario.profiles:
@@ -51,9 +63,7 @@ def run_scenario(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice 
         try:
             return run_fuzz(guest, scenario, choice, extra, start)
         except (GuestDied, GuestHung) as exc:
-            return replace(start, scenario=scenario.name, file=f"fuzz:{scenario.seed}",
-                           outcome=Outcome.DIED, detail=exc.problem,
-                           kernel_log=guest.console_tail())
+            return died(guest, scenario, choice, extra, exc)
     reason = skip_reason(scenario, start.platform, choice.profile.name)
     if reason:
         return replace(start, outcome=Outcome.SKIPPED, detail=reason)
@@ -65,9 +75,8 @@ def run_scenario(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice 
         steps = tuple(differ.step(i + 1, s) for i, s in enumerate(scenario.steps))
         log = kernel_log(guest, mark.seq)
     except (GuestDied, GuestHung) as exc:
-        # The kernel under test crashed or hung: this scenario failed, not the harness.
-        return replace(start, outcome=Outcome.DIED, detail=exc.problem,
-                       duration=time.monotonic() - started, kernel_log=guest.console_tail())
+        return replace(died(guest, scenario, choice, extra, exc),
+                       duration=time.monotonic() - started)
     return replace(start, outcome=outcome_of(steps), steps=steps, kernel_log=log,
                    duration=time.monotonic() - started)
 
@@ -91,7 +100,10 @@ def run_on_guests(request: GuestRequest, scenarios: Sequence[Scenario | Fuzz],
                 on_boot(guest, used)
             while pending:
                 scenario = pending.pop(0)
-                result = run_scenario(guest, scenario, used, extra)
+                try:
+                    result = run_scenario(guest, scenario, used, extra)
+                except (GuestDied, GuestHung) as exc:  # outside the scenario's own steps
+                    result = died(guest, scenario, used, extra, exc)
                 results.append(result)
                 if on_result is not None:
                     on_result(result)

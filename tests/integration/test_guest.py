@@ -11,9 +11,9 @@ from harness.channels import Shell
 from harness.differ import guest_profile
 from harness.errors import CommandTimeout, GuestError
 from harness.guest import Guest
+from harness.model.build import groups_at_probe
 from harness.prepare import TOPOLOGIES_DIR
 from harness.pytest_plugin import GuestPool
-from harness.scenario import groups_at_probe
 from harness.sysfs import compare_groups, diff_snapshots, format_comparison
 from harness.topology import device_bdf, predict_groups
 from tests.integration.helpers import KERNELS

@@ -151,7 +151,9 @@ def test_a_kernel_crash_fails_its_scenario_and_a_fresh_guest_runs_the_rest(
              str(SCENARIOS / "second-domain-refused.toml")]
     code = cli.main(["scenario", *files, "--platform", platform, "--out", str(tmp_path),
                      "--json"])
-    doc = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    assert captured.out, captured.err
+    doc = json.loads(captured.out)
     assert code == 1
     first, second = doc["runs"]
     assert first["outcome"] == "died" and "panic:sysrq triggered crash" in first["detail"]

@@ -33,7 +33,7 @@ APT_DATA = DATA / "apt"
 def records(*drop: str) -> list[PackageRecord]:
     """The kernel stanzas of Debian's Packages files as fetched on 2026-12-03 (each suite, both
     architectures); ``drop``: leave out the files whose names start with these."""
-    out = []
+    out: list[PackageRecord] = []
     for path in sorted(APT_DATA.glob("*_Packages")):
         if path.name.startswith(drop):
             continue

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -204,8 +206,8 @@ def kbuild72(tmp_path: Path) -> Path:
 
 
 def test_the_host_compiler_when_there(kbuild72: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(toolchain.os, "uname", lambda: _Uname("x86_64"))
-    monkeypatch.setattr(toolchain.shutil, "which", lambda name: f"/usr/bin/{name}")
+    monkeypatch.setattr(os, "uname", lambda: _Uname("x86_64"))
+    monkeypatch.setattr(shutil, "which", lambda name: f"/usr/bin/{name}")
     tc = toolchain_for(kbuild72, "x86_64", "sid")
     assert tc == Toolchain("x86_64-linux-gnu-gcc-16")
     assert tc.identity == "host:x86_64-linux-gnu-gcc-16"
@@ -214,12 +216,12 @@ def test_the_host_compiler_when_there(kbuild72: Path, monkeypatch: pytest.Monkey
 
 
 def test_missing_compiler_errors(kbuild72: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(toolchain.os, "uname", lambda: _Uname("x86_64"))
-    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "uname", lambda: _Uname("x86_64"))
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     with pytest.raises(ConfigError, match=r"x86_64-linux-gnu-gcc-16 is missing.*apt-get "
                                           r"install gcc-16"):
         toolchain_for(kbuild72, "x86_64", None)  # not a Debian kernel: only the host can build
-    monkeypatch.setattr(toolchain.os, "geteuid", lambda: 1000)
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
     wanted = (r"compiler x86_64-linux-gnu-gcc-16 \(sid\) is missing.*install gcc-16 from "
               r"Debian sid, or run as root")
     with pytest.raises(ConfigError, match=wanted) as err:
@@ -230,9 +232,9 @@ def test_missing_compiler_errors(kbuild72: Path, monkeypatch: pytest.MonkeyPatch
 def test_a_toolchain_root_when_the_host_lacks_it(kbuild72: Path, tmp_path: Path,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(cache.ENV_CACHE, str(tmp_path / "cache"))
-    monkeypatch.setattr(toolchain.os, "uname", lambda: _Uname("x86_64"))
-    monkeypatch.setattr(toolchain.os, "geteuid", lambda: 0)
-    monkeypatch.setattr(toolchain.shutil, "which", lambda name: None)
+    monkeypatch.setattr(os, "uname", lambda: _Uname("x86_64"))
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(shutil, "which", lambda name: None)
     asked: list[Sequence[str]] = []
 
     def carried(packages: Sequence[str], arch: str) -> dict[str, frozenset[str]]:
@@ -265,7 +267,11 @@ def test_a_toolchain_root_when_the_host_lacks_it(kbuild72: Path, tmp_path: Path,
 def test_make_on_the_host_and_in_a_root(kbuild72: Path, tmp_path: Path,
                                         monkeypatch: pytest.MonkeyPatch) -> None:
     runs: list[list[str]] = []
-    monkeypatch.setattr(hostcmd, "run", lambda argv, **kw: runs.append(list(argv)) or "")
+    def record(argv: list[str], **kw: object) -> str:
+        runs.append(list(argv))
+        return ""
+
+    monkeypatch.setattr(hostcmd, "run", record)
     src = tmp_path / "src"
     src.mkdir()
     Toolchain("aarch64-linux-gnu-gcc-12", ("ARCH=arm64",)).make(
