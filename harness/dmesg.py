@@ -383,6 +383,11 @@ def _fold_smmu(events: list[Event], ev: _Open) -> None:
                         ev.last_seq, tuple(sorted(ev.details.items())), ev.usec))
 
 
+def format_records(records: Iterable[Record]) -> str:
+    """Records as lines of text, each with its time in seconds: a kernel log slice."""
+    return "\n".join(f"[{(r.usec or 0) / 1e6:12.6f}] {r.text}" for r in records)
+
+
 def events_of(text: str) -> list[Event]:
     return classify(parse_records(text))
 

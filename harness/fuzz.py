@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .differ import Differ
+from .dmesg import format_records
 from .guest import Guest
 from .model import Profile
 from .model.profiles import ProfileChoice
@@ -95,13 +96,18 @@ class Fuzz:
     def name(self) -> str:
         return f"fuzz ({self.steps} steps, seed {self.seed})"
 
+    @property
+    def path(self) -> str:
+        """What a result records as the run's file."""
+        return f"fuzz:{self.seed}"
+
 
 def run_fuzz(guest: Guest, fuzz: Fuzz, choice: ProfileChoice, extra: Sequence[Profile],
              head: ScenarioResult) -> ScenarioResult:
     """Every sequence on the guest and the model; stops at the first disagreement, whose
     sequence is the result's ``detail`` as a scenario file. ``head`` is the result's record
-    of the guest, kernel and profile."""
-    result = replace(head, scenario=fuzz.name, file=f"fuzz:{fuzz.seed}")
+    of the guest, kernel, profile and of this run."""
+    result = head
     started = time.monotonic()
     mark = guest.kmsg_mark()
     differ = Differ(guest, fuzz.base.topology, choice.profile, extra)
@@ -117,12 +123,7 @@ def run_fuzz(guest: Guest, fuzz: Fuzz, choice: ProfileChoice, extra: Sequence[Pr
                                       f"{fuzz.seed})", fuzz.base.topology.name, lines[:i])
                 return replace(result, outcome=outcome_of(done), steps=tuple(done),
                                detail=repro, duration=time.monotonic() - started,
-                               kernel_log=kernel_log(guest, mark.seq))
+                               kernel_log=format_records(guest.kmsg_since(mark.seq)))
     return replace(result, outcome=outcome_of(done) if done else Outcome.PASS,
                    steps=tuple(done), duration=time.monotonic() - started,
-                   kernel_log=kernel_log(guest, mark.seq))
-
-
-def kernel_log(guest: Guest, seq: int) -> str:
-    """The guest's kernel log records from ``seq`` on, one line each with its time."""
-    return "\n".join(f"[{(r.usec or 0) / 1e6:12.6f}] {r.text}" for r in guest.kmsg_since(seq))
+                   kernel_log=format_records(guest.kmsg_since(mark.seq)))

@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from .dmesg import Event, classify, events_of
+from .dmesg import Event, classify, events_of, format_records
 from .errors import GuestError
 from .guest import Guest, KmsgMark
 from .platforms import PLATFORMS
@@ -163,7 +163,7 @@ class GuestPool:
         if guest.alive:
             try:
                 records = guest.kmsg_since(mark.seq)
-                text = "\n".join(f"[{(r.usec or 0) / 1e6:12.6f}] {r.text}" for r in records)
+                text = format_records(records)
                 return classify(records), text
             except GuestError:
                 pass

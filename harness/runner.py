@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from .differ import Differ, kernel_profile
+from .dmesg import format_records
 from .errors import GuestDied, GuestHung
-from .fuzz import Fuzz, kernel_log, run_fuzz
+from .fuzz import Fuzz, run_fuzz
 from .guest import Guest
 from .model import Profile
 from .model.profiles import ProfileChoice
@@ -18,8 +19,9 @@ from .results import Outcome, ScenarioResult, outcome_of
 from .scenario import Scenario
 
 
-def head(guest: Guest, scenario: Scenario, choice: ProfileChoice,
-          extra: Sequence[Profile]) -> ScenarioResult:
+def head(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice,
+         extra: Sequence[Profile]) -> ScenarioResult:
+    """What every result of ``scenario`` on this guest records, before it runs."""
     kernel = guest.config.kernel
     return ScenarioResult(
         scenario=scenario.name, file=str(scenario.path), platform=guest.config.platform.name,
@@ -33,11 +35,7 @@ def died(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice,
          extra: Sequence[Profile], exc: GuestDied | GuestHung) -> ScenarioResult:
     """The kernel under test crashed or hung during ``scenario``: it failed, not the harness;
     its record names the fatal event and keeps the console's tail."""
-    base = scenario if isinstance(scenario, Scenario) else scenario.base
-    start = head(guest, base, choice, extra)
-    if isinstance(scenario, Fuzz):
-        start = replace(start, scenario=scenario.name, file=f"fuzz:{scenario.seed}")
-    return replace(start, outcome=Outcome.DIED, detail=exc.problem,
+    return replace(head(guest, scenario, choice, extra), outcome=Outcome.DIED, detail=exc.problem,
                    kernel_log=guest.console_tail())
 
 
@@ -57,8 +55,7 @@ def run_scenario(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice 
     hangs fails the scenario with the fatal event (outcome DIED); the caller needs a fresh
     guest then."""
     choice = choice or kernel_profile(guest.config.kernel)
-    start = head(guest, scenario if isinstance(scenario, Scenario) else scenario.base, choice,
-                 extra)
+    start = head(guest, scenario, choice, extra)
     if isinstance(scenario, Fuzz):
         try:
             return run_fuzz(guest, scenario, choice, extra, start)
@@ -73,7 +70,7 @@ def run_scenario(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice 
         differ = Differ(guest, scenario.topology, choice.profile, extra)
         differ.setup(scenario)
         steps = tuple(differ.step(i + 1, s) for i, s in enumerate(scenario.steps))
-        log = kernel_log(guest, mark.seq)
+        log = format_records(guest.kmsg_since(mark.seq))
     except (GuestDied, GuestHung) as exc:
         return replace(died(guest, scenario, choice, extra, exc),
                        duration=time.monotonic() - started)

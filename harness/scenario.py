@@ -23,10 +23,8 @@ from .steps import (
     Checks,
     DriverChoice,
     Observe,
-    Operation,
     Pairs,
     Step,
-    TypeWrite,
     Via,
 )
 from .topology import Topology, load_topology
@@ -222,8 +220,7 @@ def _action(data: dict[str, Any], ids: set[str], fail: Fail, where: str) -> Acti
     if not isinstance(op, str) or op.split()[0] not in OPERATIONS:
         raise fail(f"{where}: unknown operation {op!r}", f"operations are {', '.join(OPERATIONS)}")
     _check_op_words(op, ids, fail, where)
-    name, *words = op.split()
-    return TypeWrite(words[0], words[1]) if name in SHELL_OPS else Operation(op)
+    return Step.op(op).action
 
 
 def _step(data: Any, index: int, ids: set[str], fail: Fail) -> Step:

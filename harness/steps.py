@@ -233,7 +233,8 @@ class Step:
 
     @classmethod
     def op(cls, line: str) -> Step:
-        """A step of one operation and no checks (what the fuzzer draws)."""
+        """A step of one operation line and no checks: a write to the group's sysfs type
+        (``set_type DEV TYPE``, from the guest's shell) or an ih_attach operation."""
         name, *words = line.split()
         if name == "set_type" and len(words) == 2:
             return cls(TypeWrite(words[0], words[1]))
