@@ -11,14 +11,15 @@ import logging
 import re
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
+from typing import BinaryIO, Literal
 
 from .channels import Result
 from .channels.serial import SerialShell
-from .channels.ssh import SSHShell, generate_client_key, public_line
+from .channels.ssh import SSHShell, client_key, generate_client_pem, public_line
 from .deadline import Deadline
 from .dmesg import FATAL_KINDS, Event, Record, classify, events_of, parse_records
 from .errors import BootError, CommandTimeout, GuestDied, GuestError, GuestHung, HarnessError
@@ -26,12 +27,14 @@ from .image import GuestImage
 from .kernel import KernelArtifact
 from .platforms import Platform
 from .qemu import LaunchSpec, QemuProcess, build_argv, shell_quoted
+from .snapshot import INCOMING_ARGS, SSH_KEY_PARAM, SavedState, SnapshotStore, state_key, write_meta
 from .sysfs import GROUPS_SCRIPT, IommuGroup, bind_script, parse_groups
 from .topology import Topology, device_bdf
 
 log = logging.getLogger(__name__)
 
 CONSOLE_TAIL_LINES = 40
+RESTORE_TIMEOUT = 30.0  # seconds a restored guest gets to answer before it is booted instead
 
 
 @dataclass(frozen=True)
@@ -44,6 +47,10 @@ class GuestConfig:
     out_dir: Path  # this guest's own folder: console log, argv, QEMU's stderr
     boot_timeout: float = 90.0
     extra_append: tuple[str, ...] = ()
+    # Commands that make a booted guest ready (before it is saved); a restored one is.
+    ready: tuple[str, ...] = ()
+    # Where saved guests live; None: always boot, never save.
+    snapshots: SnapshotStore | None = None
 
 
 class Guest:
@@ -55,11 +62,16 @@ class Guest:
         self.qemu: QemuProcess | None = None
         self.serial: SerialShell | None = None
         self._ssh: SSHShell | None = None
-        self._ssh_key = generate_client_key()
+        self._ssh_pem = generate_client_pem()
+        self._ssh_key = client_key(self._ssh_pem)
         self._transcript: BinaryIO | None = None
         # When steps on this guest faulted (or were predicted to): its kernel's IOMMU drivers
         # rate-limit their fault reports, whoever drives it.
         self.fault_times: list[float] = []
+        self.started_from: Literal["boot", "restore", ""] = ""
+        self.restored_from: SavedState | None = None  # the state this guest started from
+        self.saved_as: SavedState | None = None  # the state this guest's boot was saved as
+        self.notice = ""  # why a restore fell back to a boot
 
     # ------------------------------------------------------------------ lifecycle
     def __enter__(self) -> Guest:
@@ -75,38 +87,122 @@ class Guest:
         self.close()
 
     def boot(self) -> None:
+        """Start the guest: from its saved state when the config has a snapshot store and the
+        state is there, else by booting it (and saving it for the next guest)."""
         cfg = self.config
-        # A config booted again gets a sibling folder: no boot overwrites another's logs.
+        self._new_out_dir()
+        store = cfg.snapshots
+        if store is None:
+            self._boot()
+            return
+        key = state_key(self._spec())
+        with store.lock(key):
+            saved = store.find(key)
+            if saved is None:
+                self._boot()
+                self._save(store, key)
+                return
+        try:
+            self._restore(saved)
+        except HarnessError as exc:
+            self.notice = (f"the saved guest {key} did not restore ({exc.problem}); "
+                           "booting instead")
+            log.warning("%s", self.notice)
+            self._stop_qemu_now()
+            self._close_channels()
+            shutil.rmtree(self._sockdir or "", ignore_errors=True)
+            self._sockdir = None
+            store.discard(key)
+            self._new_out_dir()  # the failed restore's logs stay in their folder
+            self._boot()
+            with store.lock(key):
+                if store.find(key) is None:
+                    self._save(store, key)
+
+    def _new_out_dir(self) -> None:
+        # A config started again gets a sibling folder: no guest overwrites another's logs.
+        cfg = self.config
         n = 1
         while (self.out_dir / "console.log").exists():
             n += 1
             self.out_dir = cfg.out_dir.with_name(f"{cfg.out_dir.name}-boot{n}")
             self.console_log = self.out_dir / "console.log"
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        # Unix socket paths are limited to 108 bytes: keep them in a short private directory.
-        self._sockdir = Path(tempfile.mkdtemp(prefix="ih-"))
+        if self._sockdir is None:
+            # Unix socket paths are limited to 108 bytes: a short private directory.
+            self._sockdir = Path(tempfile.mkdtemp(prefix="ih-"))
+
+    def _spec(self) -> LaunchSpec:
+        cfg = self.config
+        assert self._sockdir is not None
         key = public_line(self._ssh_key).replace(" ", ":", 1)
-        spec = LaunchSpec(
+        return LaunchSpec(
             platform=cfg.platform, topology=cfg.topology, kernel=cfg.kernel.boot_image,
             initrd=cfg.image.path,
-            append=(*cfg.platform.cmdline, *cfg.extra_append, f"harness.sshkey={key}"),
+            append=(*cfg.platform.cmdline, *cfg.extra_append, f"{SSH_KEY_PARAM}{key}"),
             accel=cfg.accel, console_log=self.console_log,
             qmp_socket=self._sockdir / "qmp.sock", control_socket=self._sockdir / "ctl.sock")
-        argv = build_argv(spec)
+
+    def _launch(self, spec: LaunchSpec, argv: tuple[str, ...], deadline: Deadline) -> None:
         (self.out_dir / "qemu.argv").write_text(shell_quoted(argv) + "\n")
         log.info("launching: %s", shell_quoted(argv))
-        deadline = Deadline.after(cfg.boot_timeout)
         self.qemu = QemuProcess(spec, argv, self.out_dir / "qemu.stderr")
         self.qemu.start(deadline)
         assert self.qemu.control is not None
         self._transcript = (self.out_dir / "control.log").open("wb")
         self.serial = SerialShell(self.qemu.control.fileno(), transcript=self._transcript)
+
+    def _boot(self) -> None:
+        cfg = self.config
+        spec = self._spec()
+        argv = build_argv(spec)
+        deadline = Deadline.after(cfg.boot_timeout)
+        self._launch(spec, argv, deadline)
+        assert self.serial is not None
         try:
             self.serial.wait_ready(deadline)
+            for command in cfg.ready:
+                self.check(command, timeout=max(1.0, deadline.remaining))
         except HarnessError as exc:
             raise BootError(f"guest did not reach its control shell within "
                             f"{cfg.boot_timeout:.0f}s", f"see {self.console_log}",
                             argv=argv, console_tail=self.console_tail()) from exc
+        self.started_from = "boot"
+
+    def _save(self, store: SnapshotStore, key: str) -> None:
+        """Save this freshly booted guest's state under ``key``, then let it run on."""
+        assert self.qemu is not None
+        staged = store.staging(key)
+        started = time.monotonic()
+        try:
+            self.qemu.save_state(staged / "state", Deadline.after(60.0))
+            self.qemu.resume()
+            (staged / "ssh_key").touch(mode=0o600)
+            (staged / "ssh_key").write_text(self._ssh_pem)
+            shutil.copyfile(self.console_log, staged / "console.log")
+            write_meta(staged, argv=list(self.qemu.argv), saved_from=str(self.out_dir),
+                       seconds=round(time.monotonic() - started, 3))
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
+        self.saved_as = store.publish(key, staged)
+
+    def _restore(self, saved: SavedState) -> None:
+        """Start a new QEMU from a saved state; the guest answers where the saved one stood."""
+        cfg = self.config
+        self._ssh_pem = saved.ssh_key.read_text()
+        self._ssh_key = client_key(self._ssh_pem)
+        spec = self._spec()
+        argv = (*build_argv(spec), *INCOMING_ARGS)
+        deadline = Deadline.after(min(cfg.boot_timeout, RESTORE_TIMEOUT))
+        shutil.copyfile(saved.boot_log, self.out_dir / "boot-console.log")
+        self._launch(spec, argv, deadline)
+        assert self.qemu is not None and self.serial is not None
+        self.qemu.load_state(saved.state, deadline)
+        self.qemu.resume()
+        self.serial.run("true", max(0.5, deadline.remaining))
+        self.started_from = "restore"
+        self.restored_from = saved
 
     def close(self) -> None:
         """Power off cleanly if the guest still answers, else QMP quit, else kill; always reap."""
@@ -114,7 +210,9 @@ class Guest:
             self._ssh.close()
             self._ssh = None
         if self.qemu is not None:
-            if self.serial is not None and not self.qemu.exited:
+            # A restored guest is disposable: QEMU quits at once, no power-off needed.
+            if self.serial is not None and not self.qemu.exited and \
+                    self.started_from == "boot":
                 with contextlib.suppress(GuestError):
                     self.serial.post("poweroff -f")
                 self.qemu.wait(Deadline.after(3.0))
@@ -122,13 +220,16 @@ class Guest:
                 self.qemu.quit(Deadline.after(2.0))
             self.qemu.kill()
             self.qemu = None
+        self._close_channels()
+        if self._sockdir is not None:
+            shutil.rmtree(self._sockdir, ignore_errors=True)
+            self._sockdir = None
+
+    def _close_channels(self) -> None:
         self.serial = None
         if self._transcript is not None:
             self._transcript.close()
             self._transcript = None
-        if self._sockdir is not None:
-            shutil.rmtree(self._sockdir, ignore_errors=True)
-            self._sockdir = None
 
     # ------------------------------------------------------------------ commands
     def run(self, command: str, timeout: float = 60.0) -> Result:

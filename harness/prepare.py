@@ -18,6 +18,7 @@ from .image import build_image, guest_module_entries
 from .kernel import KernelArtifact, resolve_kernel
 from .modules import build_modules, build_tools
 from .platforms import get_platform
+from .snapshot import SnapshotStore, snapshots_wanted
 from .topology import load_topology
 
 TOPOLOGIES_DIR = Path(__file__).resolve().parent / "topologies"
@@ -35,6 +36,7 @@ class GuestRequest:
     modules: Path | None = None
     out_root: Path | None = None
     boot_timeout: float = 90.0
+    snapshot: bool = True  # start from a saved guest where one is (--no-snapshot: False)
 
 
 def out_root(requested: Path | None = None) -> Path:
@@ -76,4 +78,6 @@ def prepare(request: GuestRequest, label: str = "") -> GuestConfig:
                        label or f"{platform.name}-{kernel.release}")
     (folder / "kernel.json").write_text(json.dumps(kernel_record(kernel), indent=1) + "\n")
     return GuestConfig(platform=platform, kernel=kernel, image=image, topology=topology,
-                       accel=accel, out_dir=folder, boot_timeout=request.boot_timeout)
+                       accel=accel, out_dir=folder, boot_timeout=request.boot_timeout,
+                       snapshots=SnapshotStore.default()
+                       if request.snapshot and snapshots_wanted() else None)

@@ -23,7 +23,7 @@ from pathlib import Path
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from .deadline import Deadline
-from .errors import BootError
+from .errors import BootError, GuestError
 from .platforms import InfraDevice, Platform
 from .topology import Topology, device_args
 
@@ -226,6 +226,55 @@ class QemuProcess:
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
+
+    def save_state(self, target: Path, deadline: Deadline) -> None:
+        """Stop the guest and write its state to ``target`` (QMP ``migrate`` to ``exec:cat``).
+        The guest stays stopped until :meth:`resume`."""
+        self._migrate("save", deadline, "stop", ("migrate", {
+            "uri": f"exec:cat > {shlex.quote(str(target))}"}))
+
+    def load_state(self, source: Path, deadline: Deadline) -> None:
+        """Load a state saved by :meth:`save_state` into this QEMU, started with ``-incoming
+        defer``; the guest is stopped, as it was saved, until :meth:`resume`."""
+        self._migrate("restore", deadline, None, ("migrate-incoming", {
+            "uri": f"exec:cat {shlex.quote(str(source))}"}))
+
+    def _migrate(self, what: str, deadline: Deadline, first: str | None,
+                 command: tuple[str, dict[str, object]]) -> None:
+        """Run a migration command and wait for QEMU's MIGRATION event to end it."""
+        qmp = self._monitor()
+        try:
+            qmp.settimeout(max(0.1, deadline.remaining))
+            if first:
+                qmp.cmd(first)
+            qmp.cmd("migrate-set-capabilities",
+                    capabilities=[{"capability": "events", "state": True}])
+            qmp.cmd(command[0], **command[1])
+            while True:
+                event = qmp.pull_event(wait=max(0.1, float(deadline.remaining)))
+                if event is None or event.get("event") != "MIGRATION":
+                    continue
+                status = event.get("data", {}).get("status")
+                if status == "completed":
+                    return
+                if status in ("failed", "cancelled"):
+                    raise GuestError(f"QEMU could not {what} the guest: migration {status}",
+                                     "see QEMU's log beside the console log")
+        except GuestError:
+            raise
+        except Exception as exc:
+            raise GuestError(f"QEMU could not {what} the guest: "
+                             f"{exc or type(exc).__name__}",
+                             "see QEMU's log beside the console log") from exc
+
+    def resume(self) -> None:
+        """Run a guest stopped by :meth:`save_state` again."""
+        self._monitor().cmd("cont")
+
+    def _monitor(self) -> QEMUMonitorProtocol:
+        if self.qmp is None or self.exited:
+            raise GuestError("QEMU is not running", "boot the guest first")
+        return self.qmp
 
     @property
     def returncode(self) -> int | None:

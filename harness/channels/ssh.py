@@ -22,11 +22,15 @@ from . import Result
 CONNECT_RETRY = 0.2  # seconds between attempts while dropbear is still starting
 
 
-def generate_client_key() -> paramiko.Ed25519Key:
-    pem = Ed25519PrivateKey.generate().private_bytes(
+def generate_client_pem() -> str:
+    """A new Ed25519 private key, in OpenSSH's PEM form (what a saved guest keeps)."""
+    return Ed25519PrivateKey.generate().private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-        serialization.NoEncryption())
-    return paramiko.Ed25519Key(file_obj=io.StringIO(pem.decode()))
+        serialization.NoEncryption()).decode()
+
+
+def client_key(pem: str) -> paramiko.Ed25519Key:
+    return paramiko.Ed25519Key(file_obj=io.StringIO(pem))
 
 
 def public_line(key: paramiko.PKey) -> str:

@@ -1,0 +1,172 @@
+"""Saved guests: the state of a booted, idle guest written once to the cache, and new QEMUs
+started from it instead of booting.
+
+The state is QEMU's migration stream, written with QMP ``migrate`` to ``exec:cat > FILE`` while
+the guest is stopped (docs/devel/migration in QEMU; ``exec:`` runs the command through
+``/bin/sh -c``), and read back by a QEMU started with the same command line plus ``-incoming
+exec:cat FILE``, which loads it and runs on (autostart). The guest carries on from the instant
+of the save: its kernel log, uptime, loaded modules and the control agent waiting for a command.
+
+A state is keyed by everything that decides what a restore would be: the QEMU binary and its
+version, the command line with the per-guest paths taken out, the kernel image and the initramfs
+(so a changed module build, image or argv is a new key and never restores a stale state). The
+SSH key the guest was booted with (on its command line) is saved beside the state.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import shutil
+import subprocess
+import tempfile
+from contextlib import AbstractContextManager, suppress
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from .cache import cache_root, digest, file_digest, locked
+from .errors import GuestError
+from .qemu import LaunchSpec, build_argv
+
+log = logging.getLogger(__name__)
+
+FORMAT = "1"  # bump when what a saved guest holds changes (the agent, the ready steps)
+SSH_KEY_PARAM = "harness.sshkey="
+ENV_NO_SNAPSHOT = "IOMMU_HARNESS_NO_SNAPSHOT"
+INCOMING_ARGS = ("-incoming", "defer")  # a QEMU that will load a state (QemuProcess.load_state)
+
+
+def snapshots_wanted(flag_off: bool = False) -> bool:
+    """False when ``--no-snapshot`` was given or $IOMMU_HARNESS_NO_SNAPSHOT is set (not 0)."""
+    return not flag_off and os.environ.get(ENV_NO_SNAPSHOT, "") in ("", "0")
+
+
+# ------------------------------------------------------------------------------------- keys
+
+def canonical_argv(spec: LaunchSpec) -> tuple[str, ...]:
+    """The command line with what differs from one guest to the next taken out: its log and
+    socket paths, and the SSH key (which comes from the state)."""
+    return build_argv(replace(
+        spec, console_log=Path("console.log"), qmp_socket=Path("qmp.sock"),
+        control_socket=Path("ctl.sock"),
+        append=tuple(a for a in spec.append if not a.startswith(SSH_KEY_PARAM))))
+
+
+@functools.cache
+def _qemu_identity(binary: str) -> str:
+    path = shutil.which(binary) or binary
+    real = os.path.realpath(path)
+    st = os.stat(real)
+    version = subprocess.run([real, "--version"], capture_output=True, text=True,
+                             check=False).stdout.splitlines()[:1]
+    return f"{real} {st.st_size} {st.st_mtime_ns} {' '.join(version)}"
+
+
+def qemu_identity(binary: str) -> str:
+    """The QEMU binary as a key part: path, size, mtime and ``--version``. A changed QEMU
+    (upgraded package) is a new key: a migration stream is only loaded by the QEMU that
+    wrote it."""
+    try:
+        return _qemu_identity(binary)
+    except OSError as exc:
+        raise GuestError(f"cannot read QEMU binary {binary}: {exc}",
+                         "install QEMU (make deps)") from exc
+
+
+@functools.cache
+def _content(path: str, size: int, mtime_ns: int) -> str:
+    return file_digest(Path(path))
+
+
+def content_digest(path: Path) -> str:
+    """A file's sha256, computed once per process for a given size and mtime."""
+    st = path.stat()
+    return _content(str(path), st.st_size, st.st_mtime_ns)
+
+
+def state_key(spec: LaunchSpec) -> str:
+    """The cache key of the state a guest of ``spec`` would be saved as."""
+    return digest([FORMAT, qemu_identity(spec.platform.qemu_binary),
+                   *canonical_argv(spec), content_digest(spec.kernel),
+                   content_digest(spec.initrd)])
+
+
+# ------------------------------------------------------------------------------------ store
+
+@dataclass(frozen=True)
+class SavedState:
+    """One saved guest in the cache."""
+
+    folder: Path
+
+    @property
+    def state(self) -> Path:
+        return self.folder / "state"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.folder / "ssh_key"
+
+    @property
+    def boot_log(self) -> Path:
+        return self.folder / "console.log"
+
+    @property
+    def meta(self) -> dict[str, object]:
+        loaded: dict[str, object] = json.loads((self.folder / "meta.json").read_text())
+        return loaded
+
+
+
+@dataclass(frozen=True)
+class SnapshotStore:
+    """Saved guests under ``root`` (default: the cache's ``snapshots`` folder)."""
+
+    root: Path
+
+    @staticmethod
+    def default() -> SnapshotStore:
+        return SnapshotStore(cache_root() / "snapshots")
+
+    def folder(self, key: str) -> Path:
+        return self.root / key
+
+    def find(self, key: str) -> SavedState | None:
+        folder = self.folder(key)
+        return SavedState(folder) if (folder / "meta.json").is_file() else None
+
+    def lock(self, key: str) -> AbstractContextManager[None]:
+        """Held while a guest of ``key`` boots and saves, so that concurrent harness runs
+        wait for its state instead of booting the same guest beside it."""
+        return locked(self.folder(key))
+
+    def staging(self, key: str) -> Path:
+        """A private folder to write a new state into, beside its final place."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return Path(tempfile.mkdtemp(prefix=f".{key}.", dir=self.root))
+
+    def publish(self, key: str, staged: Path) -> SavedState:
+        """Make a staged folder the state of ``key`` (atomically; a state already there
+        stays, and the staged copy is dropped)."""
+        final = self.folder(key)
+        try:
+            os.rename(staged, final)
+        except OSError:
+            shutil.rmtree(staged, ignore_errors=True)
+        return SavedState(final)
+
+    def discard(self, key: str) -> None:
+        """Remove a state that failed to restore (renamed away first: a restore of it that is
+        running elsewhere keeps its open file)."""
+        folder = self.folder(key)
+        if folder.is_dir():
+            gone = Path(tempfile.mkdtemp(prefix=f".{key}.gone.", dir=self.root))
+            with suppress(OSError):
+                os.rename(folder, gone / "x")
+            shutil.rmtree(gone, ignore_errors=True)
+
+
+def write_meta(staged: Path, **facts: object) -> None:
+    (staged / "meta.json").write_text(json.dumps(facts, indent=1, sort_keys=True) + "\n")
