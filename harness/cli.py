@@ -61,6 +61,9 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="output folder for logs (default: $IOMMU_HARNESS_OUT "
                                             "or ./out)")
     p.add_argument("--boot-timeout", type=float, default=90.0, metavar="SECONDS")
+    p.add_argument("--no-snapshot", action="store_true",
+                   help="boot every guest instead of restoring a saved one (also "
+                        "$IOMMU_HARNESS_NO_SNAPSHOT=1)")
     p.add_argument("-v", "--verbose", action="store_true", help="log the QEMU command line")
 
 
@@ -138,7 +141,8 @@ def _platforms(args: argparse.Namespace) -> list[str]:
 def _request(args: argparse.Namespace, platform: str) -> GuestRequest:
     return GuestRequest(platform=platform, kernel=args.kernel, topology=args.topology,
                         accel=args.accel, headers=args.headers, modules=args.modules,
-                        out_root=args.out, boot_timeout=args.boot_timeout)
+                        out_root=args.out, boot_timeout=args.boot_timeout,
+                        snapshot=not args.no_snapshot)
 
 
 def command_line(words: Sequence[str]) -> str:
@@ -160,7 +164,9 @@ def cmd_boot(args: argparse.Namespace) -> int:
             ready = time.monotonic() - started
             if not command:
                 print(f"{config.platform.name} {config.kernel.describe()} ({config.accel}): "
-                      f"control shell ready in {ready:.2f}s; logs in {config.out_dir}")
+                      f"control shell ready in {ready:.2f}s "
+                      f"({'restored' if guest.started_from == 'restore' else 'booted'}); "
+                      f"logs in {guest.out_dir}")
                 codes.append(0)
                 continue
             line = command_line(command)

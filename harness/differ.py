@@ -18,7 +18,7 @@ from .modules import parse_symvers
 from .results import Side, StepResult
 from .scenario import Scenario
 from .steps import DriverChoice, ModelView, Observation, Step, bind_script
-from .sysfs import IommuGroup
+from .sysfs import GROUPS_SCRIPT, IommuGroup, parse_groups
 from .topology import Topology, device_bdf
 from .verdict import FAULT_WINDOW, judge_step
 
@@ -43,11 +43,15 @@ def types_script(bdfs: Sequence[str]) -> str:
             "2>/dev/null || echo none; done")
 
 
-def restore_types_script(bdfs: Sequence[str], wanted: str) -> str:
-    """Best effort: put every device's group back on the boot-time default domain type."""
-    return "; ".join(f"t=/sys/bus/pci/devices/{b}/iommu_group/type; [ ! -e $t ] || "
-                     f"[ \"$(cat $t)\" = {wanted} ] || echo {wanted} > $t 2>/dev/null"
-                     for b in bdfs) + "; true"
+def setup_script(binds: Sequence[tuple[str, DriverChoice]]) -> str:
+    """Bind each device (bdf, driver) in order; one line per device, "bound" or "failed"."""
+    return "; ".join([f"if {{ {bind_script(bdf, kind)}; }} >/dev/null 2>&1; "
+                      "then echo bound; else echo failed; fi" for bdf, kind in binds] or [":"])
+
+
+def parse_setup(text: str) -> list[bool]:
+    """Which binds of :func:`setup_script` succeeded."""
+    return [word == "bound" for word in text.split()]
 
 
 def auto_type(groups: Sequence[IommuGroup], devices: Sequence[str]) -> str:
@@ -70,53 +74,33 @@ class Differ:
     def __post_init__(self) -> None:
         self.ctl = AttachCtl(self.guest)
         self.bdfs = {d.id: device_bdf(self.topology, d) for d in self.topology.devices}
-        self._ready: object = None
-        self._drivers: dict[str, str | None] = {}
-        self._bound: list[str] = []
         self._types: dict[str, str] = {}
         self.auto_type = ""
 
     def setup(self, scenario: Scenario) -> None:
-        """Reset the module, bind the devices as the scenario says, build the model(s).
-
-        Again with the same bindings and no bind steps run since, only the module is reset
-        (one round trip): what the fuzzer's many short sequences need."""
-        key = (scenario.topology_path, scenario.bind)
-        if self._ready == key:
-            self.ctl.op("reset")
-            self._build(scenario, self._drivers, self._bound)
-            return
+        """Bind the devices as the scenario says and build the model(s) from what the guest
+        then shows. The guest must be pristine (just booted, or restored from its saved
+        state, with ih_attach loaded): nothing an earlier scenario did is undone here."""
         self.ctl.load()
-        self.ctl.op("reset")
-        if not self.auto_type:
-            self.auto_type = auto_type(self.guest.groups(), list(self.bdfs.values()))
         wanted = dict(scenario.bind)
         order = sorted(self.topology.devices, key=lambda d: self.bdfs[d.id])
-        for d in order:  # unbind everything first: binding order decides SMMUv3 groups
-            self.guest.run(bind_script(self.bdfs[d.id], DriverChoice.NONE))
-        # Type writes of earlier scenarios outlive a module reset: undo them while unbound.
-        self.guest.run(restore_types_script(list(self.bdfs.values()), self.auto_type))
-        bound = []
-        for d in order:
-            kind = wanted.get(d.id, DriverChoice.NONE)
-            if kind is not DriverChoice.NONE:
-                r = self.guest.run(bind_script(self.bdfs[d.id], kind))
-                if r.exit_code == 0:
-                    bound.append(d.id)
-        groups = self.guest.groups()
+        binds = [(d.id, wanted[d.id]) for d in order
+                 if wanted.get(d.id, DriverChoice.NONE) is not DriverChoice.NONE]
+        # One round trip, in address order (binding order decides SMMUv3 groups).
+        out = self.guest.check(setup_script([(self.bdfs[i], kind) for i, kind in binds])
+                               + f"; echo @@groups; {GROUPS_SCRIPT}")
+        outcomes, _, listing = out.partition("@@groups\n")
+        bound = [i for (i, _), ok in zip(binds, parse_setup(outcomes), strict=True) if ok]
+        groups = parse_groups(listing)
+        self.auto_type = auto_type(groups, list(self.bdfs.values()))
         drivers: dict[str, str | None] = {m.bdf: m.driver for g in groups for m in g.members}
         self._types = {m.bdf: g.type for g in groups for m in g.members}
         for d in order:
             drivers.setdefault(self.bdfs[d.id], self.ctl.state(self.bdfs[d.id]).driver)
-        self._drivers, self._bound, self._ready = drivers, bound, key
-        self._build(scenario, drivers, bound)
-
-    def _build(self, scenario: Scenario, drivers: dict[str, str | None],
-               bound: list[str]) -> None:
-        platform = self.guest.config.platform
+        self.platform = self.guest.config.platform
         self.model, *self.extra_models = [
-            build_model(scenario, platform, p, drivers, bound, self._types, self.auto_type)
-            for p in (self.profile, *self.extra)]
+            build_model(scenario, self.platform, p, drivers, bound, self._types,
+                        self.auto_type) for p in (self.profile, *self.extra)]
 
     def _reads_script(self) -> str:
         """Each device's domain (ih_attach state) and group type, for _parse_reads."""
@@ -137,8 +121,6 @@ class Differ:
         """Run one step on the guest and on the model(s), and judge it."""
         assert self.model is not None, "call setup() first"
         action = step.action
-        if action.changes_bindings:
-            self._ready = None  # the next setup does it all again
         # One round trip: the log mark, the action, the state and type reads, the log.
         out = self.guest.check("m=$(ih-kmsg -n); m=${m%% *}; " + action.script(self.bdfs)
                                + "; echo @@state; " + self._reads_script()

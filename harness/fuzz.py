@@ -10,11 +10,12 @@ import random
 import re
 import shlex
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from .differ import Differ
 from .dmesg import format_records
+from .errors import GuestDied, GuestHung
 from .guest import Guest
 from .model import Profile
 from .model.profiles import ProfileChoice
@@ -37,7 +38,7 @@ TEMPLATES = (
     "attach_pasid {handle} {dev} {pasid}", "detach_pasid {handle} {dev} {pasid}",
     # DMA through edu (about 0.2 s each: QEMU's edu completes a transfer on a 100 ms timer).
     "dma {dev} {handle} 0x100000 0x100", "dma_raw {dev} {raw_iova} to_ram",
-    # Writes to the group's sysfs type (the next sequence's set-up restores the types).
+    # Writes to the group's sysfs type (each sequence starts on a pristine guest).
     "set_type {dev} {type}",
 )
 # The attach and ownership calls alone: what a wrong attach rule needs to be caught.
@@ -102,28 +103,49 @@ class Fuzz:
         return f"fuzz:{self.seed}"
 
 
-def run_fuzz(guest: Guest, fuzz: Fuzz, choice: ProfileChoice, extra: Sequence[Profile],
-             head: ScenarioResult) -> ScenarioResult:
-    """Every sequence on the guest and the model; stops at the first disagreement, whose
-    sequence is the result's ``detail`` as a scenario file. ``head`` is the result's record
-    of the guest, kernel, profile and of this run."""
-    result = head
-    started = time.monotonic()
-    mark = guest.kmsg_mark()
-    differ = Differ(guest, fuzz.base.topology, choice.profile, extra)
+def run_fuzz(start: Callable[[int], Guest], fuzz: Fuzz, choice: ProfileChoice,
+             extra: Sequence[Profile], head: ScenarioResult,
+             started: Callable[[Guest], None] = lambda g: None) -> ScenarioResult:
+    """Every sequence on a pristine guest of its own (``start(k)`` for the k-th, not started)
+    and on the model; stops at the first disagreement, whose sequence is the result's
+    ``detail`` as a scenario file. ``head`` is the result's record of the guest, kernel,
+    profile and of this run. A guest that dies or hangs fails the run (outcome DIED)."""
+    began = time.monotonic()
     devices = [d.id for d in fuzz.base.topology.devices]
     done: list[StepResult] = []
-    for lines in sequences(fuzz.seed, fuzz.steps, devices):
-        differ.setup(fuzz.base)
-        for i, line in enumerate(lines, start=1):
-            step = differ.step(len(done) + 1, Step.op(line))
-            done.append(step)
-            if not step.ok:
-                repro = scenario_toml(f"fuzz reproducer ({choice.profile.name}, seed "
-                                      f"{fuzz.seed})", fuzz.base.topology.name, lines[:i])
-                return replace(result, outcome=outcome_of(done), steps=tuple(done),
-                               detail=repro, duration=time.monotonic() - started,
-                               kernel_log=format_records(guest.kmsg_since(mark.seq)))
+    logs: list[str] = []
+    result = head
+    for k, lines in enumerate(sequences(fuzz.seed, fuzz.steps, devices), start=1):
+        with start(k) as guest:
+            started(guest)
+            result = replace(result, console_log=str(guest.console_log))
+            try:
+                mark = guest.kmsg_mark()
+                failed = _sequence(guest, fuzz, choice, extra, lines, done)
+                logs.append(format_records(guest.kmsg_since(mark.seq)))
+            except (GuestDied, GuestHung) as exc:
+                return replace(result, outcome=Outcome.DIED, detail=exc.problem,
+                               steps=tuple(done), kernel_log=guest.console_tail(),
+                               duration=time.monotonic() - began)
+        if failed:
+            repro = scenario_toml(f"fuzz reproducer ({choice.profile.name}, seed "
+                                  f"{fuzz.seed})", fuzz.base.topology.name, lines[:failed])
+            return replace(result, outcome=outcome_of(done), steps=tuple(done), detail=repro,
+                           duration=time.monotonic() - began, kernel_log="".join(logs))
     return replace(result, outcome=outcome_of(done) if done else Outcome.PASS,
-                   steps=tuple(done), duration=time.monotonic() - started,
-                   kernel_log=format_records(guest.kmsg_since(mark.seq)))
+                   steps=tuple(done), duration=time.monotonic() - began,
+                   kernel_log="".join(logs))
+
+
+def _sequence(guest: Guest, fuzz: Fuzz, choice: ProfileChoice, extra: Sequence[Profile],
+              lines: Sequence[str], done: list[StepResult]) -> int:
+    """One sequence on the guest and the model; the number of its first disagreeing step
+    (0 when all agreed)."""
+    differ = Differ(guest, fuzz.base.topology, choice.profile, extra)
+    differ.setup(fuzz.base)
+    for i, line in enumerate(lines, start=1):
+        step = differ.step(len(done) + 1, Step.op(line))
+        done.append(step)
+        if not step.ok:
+            return i
+    return 0

@@ -49,6 +49,8 @@ class GuestConfig:
     extra_append: tuple[str, ...] = ()
     # Commands that make a booted guest ready (before it is saved); a restored one is.
     ready: tuple[str, ...] = ()
+    # Commands that finish a restore (state QEMU does not migrate); they must succeed.
+    after_restore: tuple[str, ...] = ()
     # Where saved guests live; None: always boot, never save.
     snapshots: SnapshotStore | None = None
 
@@ -95,7 +97,7 @@ class Guest:
         if store is None:
             self._boot()
             return
-        key = state_key(self._spec())
+        key = state_key(self._spec(), cfg.ready)
         with store.lock(key):
             saved = store.find(key)
             if saved is None:
@@ -200,7 +202,8 @@ class Guest:
         assert self.qemu is not None and self.serial is not None
         self.qemu.load_state(saved.state, deadline)
         self.qemu.resume()
-        self.serial.run("true", max(0.5, deadline.remaining))
+        for command in cfg.after_restore or ("true",):
+            self.check(command, timeout=max(0.5, deadline.remaining))
         self.started_from = "restore"
         self.restored_from = saved
 

@@ -4,8 +4,10 @@ Fixtures:
 - ``platform``: a test that takes it runs once per platform of ``--harness-platform`` (a comma
   list, or ``all``, the default); ``@pytest.mark.harness_platforms("x86_64-vtd", reason=...)``
   narrows that for a test about a feature other platforms lack, and must say why;
-- ``guest_pool``: boots guests on demand, one per (platform, kernel, topology), kept for the
-  session and always stopped at its end;
+- ``guest_pool``: starts guests on demand: ``get()`` one shared guest per (platform, kernel,
+  topology), kept for the session and always stopped at its end; ``fresh()`` a pristine guest
+  of the test's own, restored from the saved state of its kind (see :mod:`harness.snapshot`),
+  or booted with ``boot=True`` or ``--harness-no-snapshot``;
 - ``guest``: the shared guest of the test's platform (``--harness-kernel``, default topology).
 
 Marker ``harness_guest(kernel=..., topology=...)`` overrides the ``guest`` fixture's choice
@@ -24,13 +26,14 @@ import os
 import re
 import time
 from collections.abc import Generator, Iterable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from .dmesg import Event, classify, events_of, format_records
 from .errors import GuestError
-from .guest import Guest, KmsgMark
+from .guest import Guest, GuestConfig, KmsgMark
 from .platforms import PLATFORMS
 from .prepare import DEFAULT_TOPOLOGY, GuestRequest, out_root, prepare
 from .qemu import live_processes
@@ -48,6 +51,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-accel", default="auto", help="auto, kvm or tcg")
     group.addoption("--harness-out", default=None,
                     help="folder for guest logs (default: $IOMMU_HARNESS_OUT or ./out)")
+    group.addoption("--harness-no-snapshot", action="store_true", default=False,
+                    help="boot every guest instead of restoring saved ones "
+                         "(also $IOMMU_HARNESS_NO_SNAPSHOT=1)")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -99,6 +105,8 @@ class GuestPool:
     def __init__(self, config: pytest.Config) -> None:
         self._config = config
         self._guests: dict[tuple[str, str, str], Guest] = {}
+        self._configs: dict[tuple[str, str, str, bool], GuestConfig] = {}
+        self._fresh_count = 0
         self._accepted: set[str] = set()
         out = config.getoption("--harness-out")
         self.run_dir = out_root(Path(out) if out else None) / \
@@ -107,12 +115,13 @@ class GuestPool:
         self._used: dict[int, tuple[Guest, KmsgMark]] = {}
 
     def request(self, platform: str | None = None, kernel: str | None = None,
-                topology: Path | str | None = None) -> GuestRequest:
+                topology: Path | str | None = None, boot: bool = False) -> GuestRequest:
         opt = self._config.getoption
         return GuestRequest(platform=platform or selected_platforms(self._config)[0],
                             kernel=kernel or opt("--harness-kernel"),
                             topology=Path(topology) if topology else DEFAULT_TOPOLOGY,
-                            accel=opt("--harness-accel"), out_root=self.run_dir)
+                            accel=opt("--harness-accel"), out_root=self.run_dir,
+                            snapshot=not boot and not opt("--harness-no-snapshot"))
 
     def get(self, platform: str | None = None, kernel: str | None = None,
             topology: Path | str | None = None) -> Guest:
@@ -130,9 +139,17 @@ class GuestPool:
         return guest
 
     def fresh(self, platform: str | None = None, kernel: str | None = None,
-              topology: Path | str | None = None) -> Guest:
-        """A guest of the test's own (not started): use it as a context manager."""
-        guest = Guest(prepare(self.request(platform, kernel, topology)))
+              topology: Path | str | None = None, *, boot: bool = False) -> Guest:
+        """A pristine guest of its own (not started: use it as a context manager), restored
+        from the saved state of its kind (booted and saved the first time). ``boot=True``
+        boots it, for a test about the boot itself."""
+        req = self.request(platform, kernel, topology, boot)
+        key = (req.platform, req.kernel, str(req.topology), req.snapshot)
+        config = self._configs.get(key)
+        if config is None:
+            config = self._configs[key] = prepare(req)
+        self._fresh_count += 1
+        guest = Guest(replace(config, out_dir=config.out_dir / f"fresh-{self._fresh_count:04d}"))
         self._use(guest)
         return guest
 

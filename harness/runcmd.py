@@ -66,6 +66,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="guests at once, each in a child process (default: 1)")
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
     p.add_argument("--boot-timeout", type=float, default=90.0, metavar="SECONDS")
+    p.add_argument("--no-snapshot", action="store_true",
+                   help="boot a guest for every scenario instead of restoring a saved one")
     p.add_argument("--part", default="1/1", help=argparse.SUPPRESS)  # a -j child's slice
 
 
@@ -130,14 +132,15 @@ def _run_job(args: argparse.Namespace, job: Job, out: Path,
         scenarios.append(Fuzz(base, job.fuzz_steps, args.fuzz_seed))
     request = GuestRequest(platform=job.platform, kernel=job.kernel, topology=job.topology,
                            accel=args.accel, out_root=out / "guests",
-                           boot_timeout=args.boot_timeout)
+                           boot_timeout=args.boot_timeout, snapshot=not args.no_snapshot)
     choice = ProfileChoice(get_profile(args.profile)) if args.profile else None
     where = f"{job.platform} {job.kernel}"
     _say(args, f"{where}: preparing the kernel, modules and image")
     started = time.monotonic()
 
     def booted(guest: Guest, used: ProfileChoice) -> None:
-        _say(args, f"{where}: {guest.config.kernel.release} booted in "
+        how = "restored" if guest.started_from == "restore" else "booted"
+        _say(args, f"{where}: {guest.config.kernel.release} {how} in "
                    f"{time.monotonic() - started:.1f} s; model {used.profile.name}"
                    f"{' (assumed: ' + used.note + ')' if used.assumed else ''}")
 
@@ -180,6 +183,8 @@ def _child_argv(args: argparse.Namespace, part: int, out: Path) -> list[str]:
         argv += ["--scenario", *map(str, args.scenario)]
     if args.profile:
         argv += ["--profile", args.profile]
+    if args.no_snapshot:
+        argv.append("--no-snapshot")
     for p in args.also_profile:
         argv += ["--also-profile", p]
     return argv

@@ -3,15 +3,18 @@ pytest tests and the reports), and a list of them on as many fresh guests as cra
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
+from pathlib import Path
 
 from .differ import Differ, kernel_profile
 from .dmesg import format_records
 from .errors import GuestDied, GuestHung
 from .fuzz import Fuzz, run_fuzz
-from .guest import Guest
+from .guest import Guest, GuestConfig
 from .model import Profile
 from .model.profiles import ProfileChoice
 from .prepare import GuestRequest, kernel_record, prepare
@@ -19,24 +22,32 @@ from .results import Outcome, ScenarioResult, outcome_of
 from .scenario import Scenario
 
 
-def head(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice,
-         extra: Sequence[Profile]) -> ScenarioResult:
-    """What every result of ``scenario`` on this guest records, before it runs."""
-    kernel = guest.config.kernel
+def pristine(config: GuestConfig, label: str) -> Guest:
+    """A guest of its own for one scenario or fuzzing sequence (not started: a context
+    manager): restored from the config's saved state, or booted when snapshots are off. Its
+    logs go to a subfolder ``label`` of the config's folder."""
+    return Guest(replace(config, out_dir=config.out_dir / label))
+
+
+def head(config: GuestConfig, scenario: Scenario | Fuzz, choice: ProfileChoice,
+         extra: Sequence[Profile], console_log: Path | None = None) -> ScenarioResult:
+    """What every result of ``scenario`` on guests of ``config`` records, before it runs."""
+    kernel = config.kernel
     return ScenarioResult(
-        scenario=scenario.name, file=str(scenario.path), platform=guest.config.platform.name,
+        scenario=scenario.name, file=str(scenario.path), platform=config.platform.name,
         kernel=kernel.spec, release=kernel.release, profile=choice.profile.name,
         outcome=Outcome.PASS, kernel_resolved=kernel_record(kernel),
         profile_assumed=choice.assumed, profile_note=choice.note,
-        also_profiles=tuple(p.name for p in extra), console_log=str(guest.console_log))
+        also_profiles=tuple(p.name for p in extra),
+        console_log=str(console_log or config.out_dir / "console.log"))
 
 
 def died(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice,
          extra: Sequence[Profile], exc: GuestDied | GuestHung) -> ScenarioResult:
     """The kernel under test crashed or hung during ``scenario``: it failed, not the harness;
     its record names the fatal event and keeps the console's tail."""
-    return replace(head(guest, scenario, choice, extra), outcome=Outcome.DIED, detail=exc.problem,
-                   kernel_log=guest.console_tail())
+    return replace(head(guest.config, scenario, choice, extra, guest.console_log),
+                   outcome=Outcome.DIED, detail=exc.problem, kernel_log=guest.console_tail())
 
 
 def skip_reason(scenario: Scenario, platform: str, profile: str) -> str:
@@ -48,19 +59,13 @@ def skip_reason(scenario: Scenario, platform: str, profile: str) -> str:
     return ""
 
 
-def run_scenario(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice | None = None,
+def run_scenario(guest: Guest, scenario: Scenario, choice: ProfileChoice | None = None,
                  extra: Sequence[Profile] = ()) -> ScenarioResult:
-    """Run a scenario (or a fuzzing run) on a guest and on the model of ``choice`` (default:
-    the kernel's profile), with the answers of ``extra`` profiles beside. A guest that dies or
-    hangs fails the scenario with the fatal event (outcome DIED); the caller needs a fresh
-    guest then."""
+    """Run a scenario on a pristine guest (see :func:`pristine`) and on the model of
+    ``choice`` (default: the kernel's profile), with the answers of ``extra`` profiles beside.
+    A guest that dies or hangs fails the scenario with the fatal event (outcome DIED)."""
     choice = choice or kernel_profile(guest.config.kernel)
-    start = head(guest, scenario, choice, extra)
-    if isinstance(scenario, Fuzz):
-        try:
-            return run_fuzz(guest, scenario, choice, extra, start)
-        except (GuestDied, GuestHung) as exc:
-            return died(guest, scenario, choice, extra, exc)
+    start = head(guest.config, scenario, choice, extra, guest.console_log)
     reason = skip_reason(scenario, start.platform, choice.profile.name)
     if reason:
         return replace(start, outcome=Outcome.SKIPPED, detail=reason)
@@ -85,26 +90,48 @@ def run_on_guests(request: GuestRequest, scenarios: Sequence[Scenario | Fuzz],
                   choice: ProfileChoice | None = None, extra: Sequence[Profile] = (),
                   on_boot: Callable[[Guest, ProfileChoice], None] | None = None,
                   on_result: Listener | None = None) -> list[ScenarioResult]:
-    """Run scenarios (of one topology) in order on a fresh guest; when one kills the guest,
-    the rest run on another fresh guest."""
+    """Run scenarios (of one topology), each on a pristine guest of its own (a fuzzing run:
+    one per sequence); ``on_boot`` hears of the first guest started."""
+    config = prepare(request)
+    used = choice or kernel_profile(config.kernel)
     results: list[ScenarioResult] = []
-    pending = list(scenarios)
-    while pending:
-        config = prepare(request)
-        with Guest(config) as guest:
-            used = choice or kernel_profile(config.kernel)
-            if on_boot is not None:
-                on_boot(guest, used)
-            while pending:
-                scenario = pending.pop(0)
-                try:
-                    result = run_scenario(guest, scenario, used, extra)
-                except (GuestDied, GuestHung) as exc:  # outside the scenario's own steps
-                    result = died(guest, scenario, used, extra, exc)
-                results.append(result)
-                if on_result is not None:
-                    on_result(result)
-                if result.outcome is Outcome.DIED or not guest.alive:
-                    break
+    told = False
+
+    def started(guest: Guest) -> None:
+        nonlocal told
+        if on_boot is not None and not told:
+            on_boot(guest, used)
+        told = True
+
+    for n, scenario in enumerate(scenarios, start=1):
+        label = f"{n:02d}-{_slug(scenario.name)}"
+        if isinstance(scenario, Fuzz):
+            result = run_fuzz(partial(_sequence_guest, config, label), scenario, used, extra,
+                              head(config, scenario, used, extra), started)
+        else:
+            result = _one(pristine(config, label), scenario, used, extra, started)
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
     return results
 
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^\w.-]+", "-", name).strip("-")[:60]
+
+
+def _sequence_guest(config: GuestConfig, label: str, k: int) -> Guest:
+    return pristine(config, f"{label}-{k:03d}")
+
+
+def _one(guest: Guest, scenario: Scenario, used: ProfileChoice, extra: Sequence[Profile],
+         started: Callable[[Guest], None]) -> ScenarioResult:
+    if reason := skip_reason(scenario, guest.config.platform.name, used.profile.name):
+        return replace(head(guest.config, scenario, used, extra), outcome=Outcome.SKIPPED,
+                       detail=reason)
+    with guest:
+        started(guest)
+        try:
+            return run_scenario(guest, scenario, used, extra)
+        except (GuestDied, GuestHung) as exc:  # outside the scenario's own steps
+            return died(guest, scenario, used, extra, exc)

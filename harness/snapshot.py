@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -36,6 +37,20 @@ FORMAT = "1"  # bump when what a saved guest holds changes (the agent, the ready
 SSH_KEY_PARAM = "harness.sshkey="
 ENV_NO_SNAPSHOT = "IOMMU_HARNESS_NO_SNAPSHOT"
 INCOMING_ARGS = ("-incoming", "defer")  # a QEMU that will load a state (QemuProcess.load_state)
+
+
+# QEMU's edu device has no migration state (hw/misc/edu.c: its class sets no vmsd), so neither
+# its registers nor its PCI config space travel with a saved guest: a restored edu has its BAR
+# unassigned and its command register reset, and the guest's MMIO to it goes nowhere. The guest
+# keeps a copy of each edu's config header when it is saved, and writes it back after a restore
+# (the sysfs config file, Documentation/ABI/testing/sysfs-bus-pci). Unbound at the save, an edu
+# has no other state worth keeping.
+_EDU_LOOP = ("for d in /sys/bus/pci/devices/*; do "
+             '[ "$(cat $d/vendor):$(cat $d/device)" = 0x1234:0x11e8 ] || continue; ')
+SAVE_UNMIGRATED = (f"mkdir -p /dev/shm/ih-pci && {_EDU_LOOP}"
+                   "head -c 64 $d/config > /dev/shm/ih-pci/${d##*/} || exit 1; done")
+RESTORE_UNMIGRATED = (f"{_EDU_LOOP}dd if=/dev/shm/ih-pci/${{d##*/}} of=$d/config bs=64 count=1 "
+                      "conv=notrunc 2>/dev/null || exit 1; done")
 
 
 def snapshots_wanted(flag_off: bool = False) -> bool:
@@ -76,21 +91,23 @@ def qemu_identity(binary: str) -> str:
 
 
 @functools.cache
-def _content(path: str, size: int, mtime_ns: int) -> str:
+def _content(path: str, inode: int, size: int, mtime_ns: int) -> str:
     return file_digest(Path(path))
 
 
 def content_digest(path: Path) -> str:
-    """A file's sha256, computed once per process for a given size and mtime."""
+    """A file's sha256, computed once per process for a given inode, size and mtime (the
+    cache publishes files by rename: a rebuilt one is a new inode)."""
     st = path.stat()
-    return _content(str(path), st.st_size, st.st_mtime_ns)
+    return _content(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def state_key(spec: LaunchSpec) -> str:
-    """The cache key of the state a guest of ``spec`` would be saved as."""
-    return digest([FORMAT, qemu_identity(spec.platform.qemu_binary),
-                   *canonical_argv(spec), content_digest(spec.kernel),
-                   content_digest(spec.initrd)])
+def state_key(spec: LaunchSpec, ready: Sequence[str] = ()) -> str:
+    """The cache key of the state a guest of ``spec`` would be saved as, after the commands
+    ``ready`` that make it ready."""
+    argv = canonical_argv(spec)
+    return digest([FORMAT, qemu_identity(spec.platform.qemu_binary), str(len(argv)), *argv,
+                   content_digest(spec.kernel), content_digest(spec.initrd), *ready])
 
 
 # ------------------------------------------------------------------------------------ store

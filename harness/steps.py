@@ -107,7 +107,6 @@ class Operation:
     """An ih_attach operation (guest_modules/ih_attach.c), device ids not yet resolved."""
     line: str
     kind: StepKind = field(default="op", init=False)
-    changes_bindings: bool = field(default=False, init=False)
 
     @property
     def label(self) -> str:
@@ -132,7 +131,6 @@ class TypeWrite:
     device: str
     request: str
     kind: StepKind = field(default="set_type", init=False)
-    changes_bindings: bool = field(default=True, init=False)
 
     @property
     def label(self) -> str:
@@ -171,7 +169,6 @@ class Bind:
     drivers: tuple[tuple[str, DriverChoice], ...]
     via: Via = Via.BIND
     kind: StepKind = field(default="bind", init=False)
-    changes_bindings: bool = field(default=True, init=False)
 
     @property
     def label(self) -> str:
@@ -202,7 +199,6 @@ class Observe:
     """Nothing happens: the step only reads the devices' domains and group types, so a
     scenario can assert a state (e.g. "no group yet") without calling anything."""
     kind: StepKind = field(default="observe", init=False)
-    changes_bindings: bool = field(default=False, init=False)
 
     @property
     def label(self) -> str:

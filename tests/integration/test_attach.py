@@ -8,7 +8,6 @@ from collections.abc import Iterator
 import pytest
 
 from harness.attach import DRIVER_DMA_API, DRIVER_OWNED, AttachCtl, TegraClient
-from harness.differ import auto_type, restore_types_script
 from harness.guest import Guest
 from harness.pytest_plugin import GuestPool
 from tests.integration.helpers import KERNELS
@@ -21,20 +20,15 @@ FAULT_KIND = {"x86_64-vtd": "dmar_fault", "aarch64-smmuv3": "smmu_event"}
 @pytest.fixture(params=KERNELS, ids=lambda k: k[7:])
 def ctl(request: pytest.FixtureRequest, guest_pool: GuestPool,
         platform: str) -> Iterator[AttachCtl]:
-    """ih_attach loaded, every edu device bound to ih_edu_owned; undone afterwards."""
-    g = guest_pool.get(platform, request.param)
-    c = AttachCtl(g)
-    c.load()
-    devices = [EDU0, EDU1, EDU2, EDU3]
-    # Group type writes of earlier tests on this shared guest (the fuzzer's) are undone while
-    # the devices are unbound: these tests expect the boot-time default domains.
-    for bdf in devices:
-        g.unbind(bdf)
-    g.run(restore_types_script(devices, auto_type(g.groups(), devices)))
-    for bdf in devices:
-        g.bind(bdf, DRIVER_OWNED)
-    yield c
-    assert c.op("reset").ok
+    """A pristine guest of the test's own: ih_attach loaded, every edu device bound to
+    ih_edu_owned."""
+    with guest_pool.fresh(platform, request.param) as g:
+        c = AttachCtl(g)
+        c.load()
+        for bdf in (EDU0, EDU1, EDU2, EDU3):
+            g.bind(bdf, DRIVER_OWNED)
+        yield c
+        assert c.op("reset").ok
 
 
 def test_attach_device_on_a_singleton_then_detach_restores_the_default(ctl: AttachCtl) -> None:

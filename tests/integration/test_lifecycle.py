@@ -30,7 +30,8 @@ IOMMU_OPTION = {"x86_64-vtd": "CONFIG_INTEL_IOMMU", "aarch64-smmuv3": "CONFIG_AR
 
 
 def test_context_exit_powers_off_and_reaps(guest_pool: GuestPool, platform: str) -> None:
-    with guest_pool.fresh(platform) as g:
+    with guest_pool.fresh(platform, boot=True) as g:  # a booted guest is powered off
+        assert g.started_from == "boot"
         assert g.qemu is not None and g.qemu.pid is not None
         pid = g.qemu.pid
         assert g.run("echo up").stdout == b"up\n"
@@ -135,8 +136,9 @@ def test_a_kernel_crash_fails_its_scenario_and_a_fresh_guest_runs_the_rest(
         tmp_path: Path, platform: str, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
     # The kernel under test panics during the first scenario (a real panic, injected through
-    # sysrq): that scenario fails with the fatal event, the second runs on a fresh guest, and
-    # the exit code is 1 (a failed test), not 2 (a harness error): what git bisect run reads.
+    # sysrq): that scenario fails with the fatal event, the second runs on a guest of its own
+    # as every scenario does, and the exit code is 1 (a failed test), not 2 (a harness
+    # error): what git bisect run reads.
     real = runner.run_scenario
     seen: list[str] = []
 
@@ -159,7 +161,10 @@ def test_a_kernel_crash_fails_its_scenario_and_a_fresh_guest_runs_the_rest(
     assert first["outcome"] == "died" and "panic:sysrq triggered crash" in first["detail"]
     assert first["ok"] is False and first["steps"] == []
     assert second["outcome"] == "pass" and second["ok"] is True
-    assert len(list(tmp_path.glob("*/console.log"))) == 2  # the second ran on a fresh guest
+    logs = sorted(tmp_path.glob("*/*/console.log"))  # a folder per scenario
+    assert [p.parent.name[:3] for p in logs] == ["01-", "02-"]
+    assert first["console_log"] == str(logs[0]) and second["console_log"] == str(logs[1])
+    assert "sysrq" in logs[0].read_text() and "sysrq" not in logs[1].read_text()
 
 
 def test_cli_groups_json(tmp_path: Path, platform: str) -> None:

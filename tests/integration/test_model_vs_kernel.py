@@ -18,7 +18,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_sta
 
 from harness.differ import Differ, guest_profile
 from harness.fuzz import ATTACH_TEMPLATES, DOMAINS, TEMPLATES, fields, scenario_toml
+from harness.guest import Guest
 from harness.model import Profile
+from harness.model.profiles import get_profile
+from harness.platforms import PLATFORMS
 from harness.pytest_plugin import GuestPool
 from harness.reports.junit import failure_text
 from harness.results import Outcome, ScenarioResult
@@ -78,12 +81,13 @@ def check_result(guest_pool: GuestPool, result: ScenarioResult) -> None:
 
 def run_catalogue_scenario(guest_pool: GuestPool, platform: str, kernel: str,
                            path: Path) -> None:
-    g = guest_pool.get(platform, kernel)
-    scenario = load_scenario(path, g.config.platform)
-    profile = guest_profile(g)
-    assert not scenario.profiles or profile.name in scenario.profiles
-    assert not scenario.platforms or platform in scenario.platforms
-    check_result(guest_pool, run_scenario(g, scenario))
+    # Each scenario on a pristine guest of its own, restored from the saved state.
+    with guest_pool.fresh(platform, kernel) as g:
+        scenario = load_scenario(path, g.config.platform)
+        profile = guest_profile(g)
+        assert not scenario.profiles or profile.name in scenario.profiles
+        assert not scenario.platforms or platform in scenario.platforms
+        check_result(guest_pool, run_scenario(g, scenario))
 
 
 @pytest.mark.parametrize(("path", "kernel"), _catalogue(), ids=_ids(_catalogue()))
@@ -105,8 +109,8 @@ def test_smmuv3_scenarios_agree_with_the_kernel(guest_pool: GuestPool, platform:
                                                                                "linux-6.12")])
 def test_a_group_born_at_first_probe_is_in_the_model(guest_pool: GuestPool, platform: str,
                                                      kernel: str) -> None:
-    # On a fresh guest (the shared ones have probed every device already), so that edu0 has
-    # never had a driver: the model must make its group when the bind step probes it.
+    # On a pristine guest, where edu0 has never had a driver: the model must make its group
+    # when the bind step probes it.
     path = Path(__file__).parent / "group-birth-at-probe.toml"
     with guest_pool.fresh(platform, kernel) as g:
         check_result(guest_pool, run_scenario(g, load_scenario(path, g.config.platform)))
@@ -128,23 +132,24 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
     """Run the state machine; return how often each operation ran (random steps only)."""
     ran: Counter[str] = Counter()
     deadline = time.monotonic() + FUZZ_SECONDS
-    g = guest_pool.get(platform, kernel)
-    base = load_scenario(SCENARIOS[0], g.config.platform)  # the default topology, all owned
+    platform_preset = PLATFORMS[platform]
+    base = load_scenario(SCENARIOS[0], platform_preset)  # the default topology, all owned
     topo: Topology = base.topology
-    used = profile or guest_profile(g)
     empty = Scenario(name="fuzz", path=base.path, topology=topo, steps=(), bind=base.bind,
                      topology_path=base.topology_path)
-
-    differ = Differ(g, topo, used)
 
     class AttachMachine(RuleBasedStateMachine):
         @initialize()
         def start(self) -> None:
-            self.differ = differ
             self.lines: list[str] = []
+            self.guest: Guest | None = None
             self.spent = time.monotonic() > deadline
             if self.spent:
                 return
+            # Every example on a pristine guest restored from the same state: a shrunk
+            # reproducer replays exactly.
+            self.guest = guest_pool.fresh(platform, kernel).__enter__()
+            self.differ = Differ(self.guest, topo, profile or guest_profile(self.guest))
             self.differ.setup(empty)
             # Both handles exist from the start, so the attach rules are reached at once
             # (alloc and free stay among the random operations).
@@ -158,13 +163,17 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
             ran[op.split(maxsplit=1)[0]] += 1
             self.run_step(op)
 
+        def teardown(self) -> None:
+            if self.guest is not None:
+                self.guest.close()
+
         def run_step(self, op: str) -> None:
             self.lines.append(op)
             report = self.differ.step(len(self.lines), Step.op(op))
             guest_pool.accept(report.expected_events)  # a WARN the model predicted
             if not report.ok:
-                reproducer = scenario_toml(f"fuzz reproducer ({used.name})", "default",
-                                           self.lines)
+                reproducer = scenario_toml(f"fuzz reproducer ({self.differ.profile.name})",
+                                           "default", self.lines)
                 note(reproducer)
                 raise AssertionError(f"model and kernel disagree at step {report.index} "
                                      f"({op}): {'; '.join(p.text for p in report.problems)}\n"
@@ -194,8 +203,7 @@ def test_differential_fuzzing_finds_no_disagreement(guest_pool: GuestPool, platf
 
 
 def test_a_wrong_model_rule_is_caught_and_shrunk(guest_pool: GuestPool, platform: str) -> None:
-    g = guest_pool.get(platform, "debian:6.1")
-    wrong = dataclasses.replace(guest_profile(g), name="linux-6.1-wrong",
+    wrong = dataclasses.replace(get_profile("linux-6.1"), name="linux-6.1-wrong",
                                 attach_device_rule="proposal-2022")
     # Only the attach and ownership calls are drawn. The derandomized draws are fixed by the
     # state machine's source, and with every kind of operation in play the few steps that

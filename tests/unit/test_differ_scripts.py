@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.differ import auto_type, restore_types_script, types_script
+from harness.differ import auto_type, parse_setup, setup_script, types_script
 from harness.steps import Bind, DriverChoice, TypeWrite, Via, bind_errno, bind_script
 from harness.sysfs import GroupMember, IommuGroup
 
@@ -117,24 +117,21 @@ def test_set_type_script_without_a_group_reads_as_enoent() -> None:
     assert bind_errno(r.stdout.strip()) == -errno.ENOENT  # what the model says: -ENOENT
 
 
-# ------------------------------------------------------------------ restore_types_script
+# ------------------------------------------------------------------ setup_script
 
-def test_restore_types_script_writes_only_where_the_type_differs() -> None:
-    text = restore_types_script([A, B], "DMA-FQ")
-    for bdf in (A, B):
-        t = f"t=/sys/bus/pci/devices/{bdf}/iommu_group/type"
-        assert f'{t}; [ ! -e $t ] || [ "$(cat $t)" = DMA-FQ ] || echo DMA-FQ > $t 2>/dev/null' \
-            in text
-    assert text.index(A) < text.index(B)
-    assert text.endswith("; true")
+@needs_sh
+def test_setup_script_reports_each_bind_in_order() -> None:
+    text = setup_script([(ABSENT, DriverChoice.OWNED), (ABSENT, DriverChoice.NONE)])
+    assert sh(text, check_syntax_only=True).returncode == 0
+    r = sh(text)
+    # Binding a device that is not there fails; leaving it without a driver succeeds.
+    assert (r.returncode, parse_setup(r.stdout), r.stderr) == (0, [False, True], "")
 
 
 @needs_sh
-def test_restore_types_script_skips_devices_without_a_group() -> None:
-    text = restore_types_script([ABSENT, ABSENT], "DMA")
-    assert sh(text, check_syntax_only=True).returncode == 0
-    r = sh(text)
-    assert (r.returncode, r.stdout, r.stderr) == (0, "", "")
+def test_setup_script_with_nothing_to_bind_is_a_no_op() -> None:
+    r = sh(setup_script([]) + "; echo end")
+    assert (r.returncode, r.stdout) == (0, "end\n")
 
 
 # ------------------------------------------------------------------ bind_script
