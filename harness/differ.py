@@ -4,7 +4,7 @@ the differential fuzzer)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from .attach import AttachCtl, batch_script, parse_results
@@ -17,7 +17,7 @@ from .model.profiles import ProfileChoice, choose_profile
 from .modules import parse_symvers
 from .results import Side, StepResult
 from .scenario import Scenario
-from .steps import DriverChoice, ModelView, Observation, Step, bind_script
+from .steps import DRIVER_NAMES, DriverChoice, ModelView, Observation, Step, bind_script
 from .sysfs import GROUPS_SCRIPT, IommuGroup, parse_groups
 from .topology import Topology, device_bdf
 from .verdict import FAULT_WINDOW, judge_step
@@ -43,10 +43,31 @@ def types_script(bdfs: Sequence[str]) -> str:
             "2>/dev/null || echo none; done")
 
 
+def setup_binds(scenario: Scenario, bdfs: Mapping[str, str]) -> list[tuple[str, DriverChoice]]:
+    """The devices a scenario binds before its steps, as (device id, driver), in address order
+    (binding order decides SMMUv3 groups)."""
+    wanted = dict(scenario.bind)
+    return [(i, wanted[i]) for i in sorted(bdfs, key=lambda i: bdfs[i])
+            if wanted.get(i, DriverChoice.NONE) is not DriverChoice.NONE]
+
+
 def setup_script(binds: Sequence[tuple[str, DriverChoice]]) -> str:
-    """Bind each device (bdf, driver) in order; one line per device, "bound" or "failed"."""
-    return "; ".join([f"if {{ {bind_script(bdf, kind)}; }} >/dev/null 2>&1; "
-                      "then echo bound; else echo failed; fi" for bdf, kind in binds] or [":"])
+    """Bind each device (bdf, driver) in order unless it is bound to that driver already (a
+    guest restored from a state saved set up); one line per device, "bound" or "failed"."""
+    lines = []
+    for bdf, kind in binds:
+        link = f"/sys/bus/pci/devices/{bdf}/driver"
+        already = f'[ "$(basename "$(readlink {link})")" = {DRIVER_NAMES[kind]} ]'
+        lines.append(f"if {{ {already} || {{ {bind_script(bdf, kind)}; }}; }} >/dev/null 2>&1; "
+                     "then echo bound; else echo failed; fi")
+    return "; ".join(lines or [":"])
+
+
+def set_up(scenario: Scenario) -> str:
+    """A command that binds the devices as ``scenario`` says: what a guest that will run many
+    sequences of one set-up (the fuzzer's) is saved after (GuestConfig.ready)."""
+    bdfs = {d.id: device_bdf(scenario.topology, d) for d in scenario.topology.devices}
+    return setup_script([(bdfs[i], k) for i, k in setup_binds(scenario, bdfs)])
 
 
 def parse_setup(text: str) -> list[bool]:
@@ -82,11 +103,9 @@ class Differ:
         then shows. The guest must be pristine (just booted, or restored from its saved
         state, with ih_attach loaded): nothing an earlier scenario did is undone here."""
         self.ctl.load()
-        wanted = dict(scenario.bind)
         order = sorted(self.topology.devices, key=lambda d: self.bdfs[d.id])
-        binds = [(d.id, wanted[d.id]) for d in order
-                 if wanted.get(d.id, DriverChoice.NONE) is not DriverChoice.NONE]
-        # One round trip, in address order (binding order decides SMMUv3 groups).
+        binds = setup_binds(scenario, self.bdfs)
+        # One round trip.
         out = self.guest.check(setup_script([(self.bdfs[i], kind) for i, kind in binds])
                                + f"; echo @@groups; {GROUPS_SCRIPT}")
         outcomes, _, listing = out.partition("@@groups\n")

@@ -49,7 +49,9 @@ class GuestConfig:
     extra_append: tuple[str, ...] = ()
     # Commands that make a booted guest ready (before it is saved); a restored one is.
     ready: tuple[str, ...] = ()
-    # Commands that finish a restore (state QEMU does not migrate); they must succeed.
+    # Commands right before a save and right after a restore (for state QEMU does not
+    # migrate); they must succeed.
+    before_save: tuple[str, ...] = ()
     after_restore: tuple[str, ...] = ()
     # Where saved guests live; None: always boot, never save.
     snapshots: SnapshotStore | None = None
@@ -97,7 +99,7 @@ class Guest:
         if store is None:
             self._boot()
             return
-        key = state_key(self._spec(), cfg.ready)
+        key = state_key(self._spec(), cfg.ready, cfg.before_save, cfg.after_restore)
         with store.lock(key):
             saved = store.find(key)
             if saved is None:
@@ -174,6 +176,8 @@ class Guest:
     def _save(self, store: SnapshotStore, key: str) -> None:
         """Save this freshly booted guest's state under ``key``, then let it run on."""
         assert self.qemu is not None
+        for command in self.config.before_save:
+            self.check(command)
         staged = store.staging(key)
         started = time.monotonic()
         try:

@@ -27,10 +27,10 @@ ENV_OUT = "IOMMU_HARNESS_OUT"
 # A guest is ready once its control agent answers, its network link is up (the kernel logs that
 # a moment after boot: a guest saved before it would log it into the first scenario of every
 # restore) and ih_attach is loaded (what every scenario needs first). A saved guest is saved
-# ready; SAVE_UNMIGRATED keeps what QEMU will not.
+# ready.
 LINK_UP = ("for i in $(seq 200); do [ \"$(cat /sys/class/net/eth0/operstate 2>/dev/null "
            "|| echo up)\" = up ] && break; sleep 0.05; done")
-READY = (LINK_UP, 'insmod "/lib/modules/$(uname -r)/extra/ih_attach.ko"', SAVE_UNMIGRATED)
+READY = (LINK_UP, 'insmod "/lib/modules/$(uname -r)/extra/ih_attach.ko"')
 
 
 @dataclass(frozen=True)
@@ -86,6 +86,7 @@ def prepare(request: GuestRequest, label: str = "") -> GuestConfig:
     (folder / "kernel.json").write_text(json.dumps(kernel_record(kernel), indent=1) + "\n")
     return GuestConfig(platform=platform, kernel=kernel, image=image, topology=topology,
                        accel=accel, out_dir=folder, boot_timeout=request.boot_timeout,
-                       ready=READY, after_restore=(RESTORE_UNMIGRATED,),
+                       ready=READY, before_save=(SAVE_UNMIGRATED,),
+                       after_restore=(RESTORE_UNMIGRATED,),
                        snapshots=SnapshotStore.default()
                        if request.snapshot and snapshots_wanted() else None)

@@ -105,7 +105,7 @@ class GuestPool:
     def __init__(self, config: pytest.Config) -> None:
         self._config = config
         self._guests: dict[tuple[str, str, str], Guest] = {}
-        self._configs: dict[tuple[str, str, str, bool], GuestConfig] = {}
+        self._configs: dict[tuple[str, str, str, bool, tuple[str, ...]], GuestConfig] = {}
         self._fresh_count = 0
         self._accepted: set[str] = set()
         out = config.getoption("--harness-out")
@@ -139,15 +139,18 @@ class GuestPool:
         return guest
 
     def fresh(self, platform: str | None = None, kernel: str | None = None,
-              topology: Path | str | None = None, *, boot: bool = False) -> Guest:
+              topology: Path | str | None = None, *, boot: bool = False,
+              ready: tuple[str, ...] = ()) -> Guest:
         """A pristine guest of its own (not started: use it as a context manager), restored
         from the saved state of its kind (booted and saved the first time). ``boot=True``
-        boots it, for a test about the boot itself."""
+        boots it, for a test about the boot itself; ``ready``: commands that make it ready
+        besides the usual ones (a guest saved set up for many runs of one set-up)."""
         req = self.request(platform, kernel, topology, boot)
-        key = (req.platform, req.kernel, str(req.topology), req.snapshot)
+        key = (req.platform, req.kernel, str(req.topology), req.snapshot, ready)
         config = self._configs.get(key)
         if config is None:
-            config = self._configs[key] = prepare(req)
+            config = prepare(req)
+            config = self._configs[key] = replace(config, ready=(*config.ready, *ready))
         self._fresh_count += 1
         guest = Guest(replace(config, out_dir=config.out_dir / f"fresh-{self._fresh_count:04d}"))
         self._use(guest)

@@ -10,7 +10,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
-from .differ import Differ, kernel_profile
+from .differ import Differ, kernel_profile, set_up
 from .dmesg import format_records
 from .errors import GuestDied, GuestHung
 from .fuzz import Fuzz, run_fuzz
@@ -106,8 +106,10 @@ def run_on_guests(request: GuestRequest, scenarios: Sequence[Scenario | Fuzz],
     for n, scenario in enumerate(scenarios, start=1):
         label = f"{n:02d}-{_slug(scenario.name)}"
         if isinstance(scenario, Fuzz):
-            result = run_fuzz(partial(_sequence_guest, config, label), scenario, used, extra,
-                              head(config, scenario, used, extra), started)
+            # Its many sequences share one set-up: their guests are saved set up.
+            fuzz_config = replace(config, ready=(*config.ready, set_up(scenario.base)))
+            result = run_fuzz(partial(_sequence_guest, fuzz_config, label), scenario, used,
+                              extra, head(config, scenario, used, extra), started)
         else:
             result = _one(pristine(config, label), scenario, used, extra, started)
         results.append(result)

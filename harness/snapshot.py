@@ -42,15 +42,15 @@ INCOMING_ARGS = ("-incoming", "defer")  # a QEMU that will load a state (QemuPro
 # QEMU's edu device has no migration state (hw/misc/edu.c: its class sets no vmsd), so neither
 # its registers nor its PCI config space travel with a saved guest: a restored edu has its BAR
 # unassigned and its command register reset, and the guest's MMIO to it goes nowhere. The guest
-# keeps a copy of each edu's config header when it is saved, and writes it back after a restore
-# (the sysfs config file, Documentation/ABI/testing/sysfs-bus-pci). Unbound at the save, an edu
-# has no other state worth keeping.
-_EDU_LOOP = ("for d in /sys/bus/pci/devices/*; do "
-             '[ "$(cat $d/vendor):$(cat $d/device)" = 0x1234:0x11e8 ] || continue; ')
-SAVE_UNMIGRATED = (f"mkdir -p /dev/shm/ih-pci && {_EDU_LOOP}"
-                   "head -c 64 $d/config > /dev/shm/ih-pci/${d##*/} || exit 1; done")
-RESTORE_UNMIGRATED = (f"{_EDU_LOOP}dd if=/dev/shm/ih-pci/${{d##*/}} of=$d/config bs=64 count=1 "
-                      "conv=notrunc 2>/dev/null || exit 1; done")
+# keeps a copy of each edu's config space (256 bytes: the header, and the capabilities a driver
+# may have enabled) right before it is saved, and writes it back after a restore (the sysfs
+# config file, Documentation/ABI/testing/sysfs-bus-pci). Our drivers poll edu, and set up no
+# interrupts: its registers hold nothing between two DMAs worth keeping.
+SAVE_UNMIGRATED = ("mkdir -p /dev/shm/ih-pci && for d in /sys/bus/pci/devices/*; do "
+                   '[ "$(cat $d/vendor):$(cat $d/device)" = 0x1234:0x11e8 ] || continue; '
+                   "head -c 256 $d/config > /dev/shm/ih-pci/${d##*/} || exit 1; done")
+RESTORE_UNMIGRATED = ("for f in /dev/shm/ih-pci/*; do [ ! -e $f ] || "
+                      "cat $f > /sys/bus/pci/devices/${f##*/}/config || exit 1; done")
 
 
 def snapshots_wanted(flag_off: bool = False) -> bool:
@@ -102,12 +102,15 @@ def content_digest(path: Path) -> str:
     return _content(str(path), st.st_ino, st.st_size, st.st_mtime_ns)
 
 
-def state_key(spec: LaunchSpec, ready: Sequence[str] = ()) -> str:
-    """The cache key of the state a guest of ``spec`` would be saved as, after the commands
-    ``ready`` that make it ready."""
+def state_key(spec: LaunchSpec, *commands: Sequence[str]) -> str:
+    """The cache key of the state a guest of ``spec`` would be saved as; ``commands``: the
+    command lists that make it ready and that go with the save and the restore."""
     argv = canonical_argv(spec)
-    return digest([FORMAT, qemu_identity(spec.platform.qemu_binary), str(len(argv)), *argv,
-                   content_digest(spec.kernel), content_digest(spec.initrd), *ready])
+    parts = [FORMAT, qemu_identity(spec.platform.qemu_binary), str(len(argv)), *argv,
+             content_digest(spec.kernel), content_digest(spec.initrd)]
+    for group in commands:
+        parts += [str(len(group)), *group]
+    return digest(parts)
 
 
 # ------------------------------------------------------------------------------------ store

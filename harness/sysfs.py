@@ -16,19 +16,25 @@ from .topology import PredictedGroup
 # Per group: "G <group> <type>", then "R <start> <end> <type>" per reserved region
 # (Documentation/ABI/testing/sysfs-kernel-iommu_groups), then per member
 # "D <bdf> <vendor> <device> <driver or ->".
+# Shell builtins only (read, cd, echo): under TCG each process the guest starts costs about
+# 10 ms, and with a command substitution per file this script took 0.7 s on a q35 guest.
 GROUPS_SCRIPT = r"""
 for g in /sys/kernel/iommu_groups/*; do
   [ -d "$g" ] || continue
-  t=$(cat "$g/type" 2>/dev/null || echo none)
+  { read -r t < "$g/type"; } 2>/dev/null || t=none
   echo "G ${g##*/} $t"
-  sed 's/^/R /' "$g/reserved_regions" 2>/dev/null
+  if [ -r "$g/reserved_regions" ]; then
+    while read -r a b c; do echo "R $a $b $c"; done < "$g/reserved_regions"
+  fi
   for d in "$g"/devices/*; do
     [ -e "$d" ] || continue
-    v=$(cat "$d/vendor" 2>/dev/null || echo -); i=$(cat "$d/device" 2>/dev/null || echo -)
-    drv=-; [ -e "$d/driver" ] && drv=$(basename "$(readlink "$d/driver")")
+    { read -r v < "$d/vendor"; } 2>/dev/null || v=-
+    { read -r i < "$d/device"; } 2>/dev/null || i=-
+    drv=-; cd -P "$d/driver" 2>/dev/null && drv=${PWD##*/}
     echo "D ${d##*/} $v $i $drv"
   done
 done
+cd /
 """
 
 

@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, note, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
-from harness.differ import Differ, guest_profile
+from harness.differ import Differ, guest_profile, set_up
 from harness.fuzz import ATTACH_TEMPLATES, DOMAINS, TEMPLATES, fields, scenario_toml
 from harness.guest import Guest
 from harness.model import Profile
@@ -146,9 +146,9 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
             self.spent = time.monotonic() > deadline
             if self.spent:
                 return
-            # Every example on a pristine guest restored from the same state: a shrunk
-            # reproducer replays exactly.
-            self.guest = guest_pool.fresh(platform, kernel).__enter__()
+            # Every example on a pristine guest restored from the same state (saved with the
+            # devices bound): a shrunk reproducer replays exactly.
+            self.guest = guest_pool.fresh(platform, kernel, ready=(set_up(empty),)).__enter__()
             self.differ = Differ(self.guest, topo, profile or guest_profile(self.guest))
             self.differ.setup(empty)
             # Both handles exist from the start, so the attach rules are reached at once

@@ -86,6 +86,7 @@ def test_a_changed_initramfs_kernel_qemu_or_argv_is_a_new_key(files: dict[str, P
 def test_the_ready_commands_are_part_of_the_key(files: dict[str, Path]) -> None:
     assert state_key(spec(files), ("insmod a.ko",)) != state_key(spec(files), ("insmod b.ko",))
     assert state_key(spec(files), ("a", "b")) != state_key(spec(files), ("ab",))
+    assert state_key(spec(files), ("a",), ()) != state_key(spec(files), (), ("a",))
 
 
 def test_a_restore_starts_qemu_waiting_for_its_state() -> None:
