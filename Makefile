@@ -45,6 +45,7 @@ bench: deps
 		--kernel debian:6.1 --kernel debian:6.12 --kernel debian:7.2
 	$(PY) bench/ops.py --platform x86_64-vtd --platform aarch64-smmuv3 \
 		--kernel debian:6.1 --kernel debian:6.12 --kernel debian:7.2
+	$(PY) bench/restore.py --kernel debian:6.1 --kernel debian:7.2 --catalogue
 	$(PY) bench/model.py
 	$(PY) bench/run.py --jobs 1,2
 

@@ -39,7 +39,7 @@ def round_trips(run: object, n: int) -> list[float]:
 
 def bench(platform: str, kernel: str, boots: int, commands: int, accel: str) -> dict[str, object]:
     request = GuestRequest(platform=platform, kernel=kernel, accel=accel,
-                           out_root=Path("out/bench"))
+                           out_root=Path("out/bench"), snapshot=False)  # boots, every one
     config = prepare(request)
     ready: list[float] = []
     for _ in range(boots):

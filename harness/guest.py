@@ -108,6 +108,7 @@ class Guest:
                 return
         try:
             self._restore(saved)
+            store.touch(saved)
         except HarnessError as exc:
             self.notice = (f"the saved guest {key} did not restore ({exc.problem}); "
                            "booting instead")

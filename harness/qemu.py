@@ -16,10 +16,12 @@ import shlex
 import signal
 import socket
 import subprocess
+import time
 import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
+from qemu.qmp import ExecuteError
 from qemu.qmp.legacy import QEMUMonitorProtocol
 
 from .deadline import Deadline
@@ -267,9 +269,23 @@ class QemuProcess:
                              f"{exc or type(exc).__name__}",
                              "see QEMU's log beside the console log") from exc
 
-    def resume(self) -> None:
-        """Run a guest stopped by :meth:`save_state` again."""
-        self._monitor().cmd("cont")
+    def resume(self, deadline: Deadline | None = None) -> None:
+        """Run a guest stopped by :meth:`save_state` or :meth:`load_state` again.
+
+        QEMU announces a completed migration before its runstate leaves ``finish-migrate``
+        (the cleanup runs after the event), and refuses ``cont`` until then ("Migration is
+        not finalized yet"): that answer is retried for a moment."""
+        qmp = self._monitor()
+        deadline = deadline or Deadline.after(5.0)
+        while True:
+            try:
+                qmp.cmd("cont")
+                return
+            except ExecuteError as exc:
+                if "not finalized" not in str(exc) or deadline.expired:
+                    raise GuestError(f"QEMU did not resume the guest: {exc}",
+                                     "see QEMU's log beside the console log") from exc
+            time.sleep(0.01)
 
     def _monitor(self) -> QEMUMonitorProtocol:
         if self.qmp is None or self.exited:

@@ -22,6 +22,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, replace
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 FORMAT = "1"  # bump when what a saved guest holds changes (the agent, the ready steps)
 SSH_KEY_PARAM = "harness.sshkey="
 ENV_NO_SNAPSHOT = "IOMMU_HARNESS_NO_SNAPSHOT"
+PRUNE_DAYS = 14.0  # a state unused this long is removed when another is saved
 INCOMING_ARGS = ("-incoming", "defer")  # a QEMU that will load a state (QemuProcess.load_state)
 
 
@@ -175,7 +177,30 @@ class SnapshotStore:
             os.rename(staged, final)
         except OSError:
             shutil.rmtree(staged, ignore_errors=True)
+        self.prune(keep=key)
         return SavedState(final)
+
+    def touch(self, saved: SavedState) -> None:
+        """Note that a state was used (what :meth:`prune` goes by)."""
+        with suppress(OSError):
+            os.utime(saved.folder / "meta.json")
+
+    def prune(self, keep: str, max_age_days: float = PRUNE_DAYS) -> list[str]:
+        """Remove states not used for ``max_age_days`` (a kernel, image or QEMU that moved
+        on leaves its old states behind, 70-85 MiB each); never ``keep``. Returns their keys."""
+        if not self.root.is_dir():
+            return []
+        cutoff = time.time() - max_age_days * 86400
+        gone = []
+        for folder in self.root.iterdir():
+            meta = folder / "meta.json"
+            if folder.name == keep or folder.name.startswith(".") or not meta.is_file():
+                continue
+            with suppress(OSError):
+                if meta.stat().st_mtime < cutoff:
+                    self.discard(folder.name)
+                    gone.append(folder.name)
+        return gone
 
     def discard(self, key: str) -> None:
         """Remove a state that failed to restore (renamed away first: a restore of it that is

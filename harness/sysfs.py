@@ -34,7 +34,6 @@ for g in /sys/kernel/iommu_groups/*; do
     echo "D ${d##*/} $v $i $drv"
   done
 done
-cd /
 """
 
 

@@ -85,8 +85,15 @@ def test_killing_the_harness_kills_qemu(tmp_path: Path, platform: str, sig: int,
     proc.send_signal(sig)
     assert proc.wait(30) == code
     assert wait_gone(qemu, 10), f"QEMU {qemu} survived the harness's {signal.Signals(sig).name}"
-    logs = list(tmp_path.glob("*/console.log"))
-    assert len(logs) == 1 and logs[0].stat().st_size > 0  # the log is kept
+    # The guest's logs are kept: the control channel's transcript, the console (of a restored
+    # guest: from its restore on, its boot beside it).
+    folders = [p.parent for p in tmp_path.glob("*/control.log")]
+    assert len(folders) == 1 and b"READY" in (folders[0] / "control.log").read_bytes()
+    assert (folders[0] / "console.log").exists()
+    boot_log = folders[0] / "boot-console.log"
+    if not boot_log.exists():
+        boot_log = folders[0] / "console.log"
+    assert "Linux version" in boot_log.read_text()
 
 
 def test_cli_boot_returns_the_command_exit_code(tmp_path: Path, platform: str) -> None:

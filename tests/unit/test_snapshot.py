@@ -4,8 +4,10 @@ everything that decides what a restore would be, and with nothing that differs p
 from __future__ import annotations
 
 import dataclasses
+import os
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -113,6 +115,23 @@ def test_the_store_publishes_once_and_discards(tmp_path: Path) -> None:
     assert list(store.root.iterdir()) == []  # nothing left behind
     with store.lock("k"):
         pass
+
+
+def test_states_unused_for_long_are_pruned_when_another_is_saved(tmp_path: Path) -> None:
+    store = SnapshotStore(tmp_path / "snapshots")
+    for key in ("old", "used", "new"):
+        staged = store.staging(key)
+        write_meta(staged)
+        store.publish(key, staged)
+    month_ago = time.time() - 30 * 86400
+    for key in ("old", "used"):
+        os.utime(store.folder(key) / "meta.json", (month_ago, month_ago))
+    saved = store.find("used")
+    assert saved is not None
+    store.touch(saved)  # restored today
+    assert store.prune(keep="new") == ["old"]
+    assert sorted(p.name for p in store.root.iterdir()) == ["new", "used"]
+    assert store.prune(keep="new", max_age_days=-1) == ["used"]  # everything but the kept
 
 
 def test_snapshots_can_be_turned_off(monkeypatch: pytest.MonkeyPatch) -> None:
