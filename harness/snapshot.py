@@ -23,10 +23,11 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager, suppress
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .cache import cache_root, digest, file_digest, locked
 from .errors import GuestError
@@ -134,6 +135,22 @@ class SavedState:
     @property
     def boot_log(self) -> Path:
         return self.folder / "console.log"
+
+    def facts(self, name: str) -> dict[str, Any] | None:
+        """What a reader kept beside this state under ``name`` (see :meth:`keep_facts`)."""
+        try:
+            doc: dict[str, Any] = json.loads((self.folder / f"facts-{name}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        return doc
+
+    def keep_facts(self, name: str, doc: Mapping[str, object]) -> None:
+        """Keep what every restore of this state shows (atomically: concurrent restores may
+        write the same file)."""
+        fd, tmp = tempfile.mkstemp(prefix=".facts-", dir=self.folder)
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, sort_keys=True)
+        os.replace(tmp, self.folder / f"facts-{name}.json")
 
     @property
     def meta(self) -> dict[str, object]:

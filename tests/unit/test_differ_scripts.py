@@ -7,13 +7,14 @@ touch nothing."""
 from __future__ import annotations
 
 import errno
+import json
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness.differ import auto_type, parse_setup, setup_script, types_script
+from harness.differ import SetupFacts, auto_type, parse_setup, setup_script, types_script
 from harness.steps import Bind, DriverChoice, TypeWrite, Via, bind_errno, bind_script
 from harness.sysfs import GroupMember, IommuGroup
 
@@ -126,6 +127,17 @@ def test_setup_script_reports_each_bind_in_order() -> None:
     r = sh(text)
     # Binding a device that is not there fails; leaving it without a driver succeeds.
     assert (r.returncode, parse_setup(r.stdout), r.stderr) == (0, [False, True], "")
+
+
+def test_a_bind_found_done_holds_like_one_done_now() -> None:
+    assert parse_setup("already\nbound\nfailed\n") == [True, True, False]
+    assert "then echo already" in setup_script([(A, DriverChoice.OWNED)])
+
+
+def test_setup_facts_round_trip_through_json() -> None:
+    facts = SetupFacts(drivers={A: "ih_edu_owned", B: None}, bound=("edu0",),
+                       types={A: "DMA"}, auto_type="DMA", noop=True)
+    assert SetupFacts.from_json(json.loads(json.dumps(facts.to_json()))) == facts
 
 
 @needs_sh
