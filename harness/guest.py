@@ -109,9 +109,9 @@ class Guest:
         try:
             self._restore(saved)
             store.touch(saved)
-        except HarnessError as exc:
-            self.notice = (f"the saved guest {key} did not restore ({exc.problem}); "
-                           "booting instead")
+        except (HarnessError, OSError) as exc:  # OSError: the state went away meanwhile
+            why = exc.problem if isinstance(exc, HarnessError) else str(exc)
+            self.notice = f"the saved guest {key} did not restore ({why}); booting instead"
             log.warning("%s", self.notice)
             self._stop_qemu_now()
             self._close_channels()
