@@ -5,7 +5,11 @@ does not restore falls back to a boot. Every platform."""
 from __future__ import annotations
 
 import dataclasses
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
+
+import pytest
 
 from harness import cpio
 from harness.attach import AttachCtl
@@ -28,6 +32,14 @@ def facts(g: Guest) -> tuple[tuple[IommuGroup, ...], str]:
     return g.groups(), g.check(FACTS)
 
 
+@pytest.fixture
+def store(tmp_path: Path) -> Iterator[Path]:
+    """A private store for the test's states (70-90 MiB each), removed after it; the guests'
+    logs stay in tmp_path."""
+    yield tmp_path / "store"
+    shutil.rmtree(tmp_path / "store", ignore_errors=True)
+
+
 def config_with_marker(guest_pool: GuestPool, platform: str, store: Path,
                        marker: bytes) -> GuestConfig:
     """The default config with one more file in its initramfs (as a changed module source
@@ -42,8 +54,8 @@ def config_with_marker(guest_pool: GuestPool, platform: str, store: Path,
 
 
 def test_a_restored_guest_equals_the_saved_one_and_a_new_image_is_a_new_state(
-        guest_pool: GuestPool, platform: str, tmp_path: Path) -> None:
-    config = config_with_marker(guest_pool, platform, tmp_path / "store", b"one")
+        guest_pool: GuestPool, platform: str, tmp_path: Path, store: Path) -> None:
+    config = config_with_marker(guest_pool, platform, store, b"one")
     with Guest(dataclasses.replace(config, out_dir=tmp_path / "a")) as saved:
         assert saved.started_from == "boot" and saved.saved_as is not None
         before = facts(saved)
@@ -54,7 +66,7 @@ def test_a_restored_guest_equals_the_saved_one_and_a_new_image_is_a_new_state(
         assert "ih_attach" in before[1]  # saved ready: the module loaded
         # The boot log is kept beside the restore's own console log.
         assert "Linux version" in (restored.out_dir / "boot-console.log").read_text()
-    other = config_with_marker(guest_pool, platform, tmp_path / "store", b"two")
+    other = config_with_marker(guest_pool, platform, store, b"two")
     with Guest(dataclasses.replace(other, out_dir=tmp_path / "c")) as changed:
         assert changed.started_from == "boot"  # never the state of the other image
         assert changed.check("cat /etc/ih-marker") == "two"
@@ -62,8 +74,8 @@ def test_a_restored_guest_equals_the_saved_one_and_a_new_image_is_a_new_state(
 
 
 def test_a_state_that_does_not_restore_falls_back_to_a_boot(
-        guest_pool: GuestPool, platform: str, tmp_path: Path) -> None:
-    config = config_with_marker(guest_pool, platform, tmp_path / "store", b"bad")
+        guest_pool: GuestPool, platform: str, tmp_path: Path, store: Path) -> None:
+    config = config_with_marker(guest_pool, platform, store, b"bad")
     with Guest(dataclasses.replace(config, out_dir=tmp_path / "a")) as first:
         assert first.saved_as is not None
         broken = first.saved_as
