@@ -5,7 +5,9 @@ architecture, and the optional ones a user names with ``--kconfig NAME``. They a
 ``make tinyconfig`` with the tree's own ``scripts/kconfig/merge_config.sh``, in the order
 :func:`fragment_files` gives (a later fragment wins, as there); ``make olddefconfig`` then
 drops what the tree cannot have (an option it does not know, or one whose dependencies are
-unmet), and :func:`dropped` names those against what the fragments asked for.
+unmet), and :func:`dropped` names those against what the fragments asked for: one line for
+the user (an older tree lacks IOMMUFD and the newer VFIO options, which is not an error); what
+a platform cannot boot without is refused by :func:`harness.kconfig.missing_options`.
 """
 
 from __future__ import annotations
