@@ -5,13 +5,14 @@ does not restore falls back to a boot. Every platform."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from harness import cpio
+from harness import cli, cpio
 from harness.attach import AttachCtl
 from harness.guest import Guest, GuestConfig
 from harness.prepare import prepare
@@ -104,3 +105,21 @@ def test_two_restores_of_one_state_run_side_by_side(guest_pool: GuestPool,
         assert AttachCtl(a).op("free d").ok and not AttachCtl(b).op("free d").ok
         # SSH works on a restored guest: its forward is added again, its key kept.
         assert a.ssh.run("echo over-ssh", timeout=60).stdout == b"over-ssh\n"
+
+
+def test_no_snapshot_boots_each_scenario_s_guest(platform: str, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    scenario = str(Path(__file__).parent.parent / "scenarios" / "singleton-attach-detach.toml")
+    for flag, out in (([], tmp_path / "restored"), (["--no-snapshot"], tmp_path / "booted")):
+        code = cli.main(["scenario", scenario, "--platform", platform, "--out", str(out),
+                         "--json", *flag])
+        doc = json.loads(capsys.readouterr().out)
+        assert code == 0 and doc["runs"][0]["outcome"] == "pass"
+    # A scenario's guest folder: restored, its console from the restore on and the boot's
+    # beside it; booted, the boot in its own console log.
+    (restored,) = (tmp_path / "restored").glob("*/01-*")
+    (booted,) = (tmp_path / "booted").glob("*/01-*")
+    assert "Linux version" in (restored / "boot-console.log").read_text()
+    assert "Linux version" not in (restored / "console.log").read_text()
+    assert not (booted / "boot-console.log").exists()
+    assert "Linux version" in (booted / "console.log").read_text()
