@@ -88,6 +88,7 @@ def shell_quoted(argv: tuple[str, ...]) -> str:
 # ---------------------------------------------------------------------------------- lifecycle
 
 _PR_SET_PDEATHSIG = 1
+QEMU_NICE = 5  # niceness QEMU runs at, above the harness's
 _live: weakref.WeakSet[QemuProcess] = weakref.WeakSet()
 
 
@@ -103,6 +104,10 @@ def _die_with_parent(parent: int) -> None:
     """In the child before exec: SIGKILL when the harness dies, even by SIGKILL; default
     signal dispositions."""
     default_signals()
+    # Below the harness in priority: the harness's control-channel pump must never wait for
+    # a guest's vCPU, or QEMU drops console output it cannot write at once (see
+    # channels/serial.py); among themselves, guests share the CPU as before.
+    os.nice(QEMU_NICE)
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
     if os.getppid() != parent:  # the parent died before prctl took effect
