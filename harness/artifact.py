@@ -25,9 +25,13 @@ class KernelArtifact:
     kbuild_dir: Path | None  # where `make -C ... M=` builds external modules
     suite: str | None = None  # the Debian suite it came from (None: not a Debian package)
     package_version: str | None = None  # the Debian version of its packages
+    build: str | None = None  # a source build's identity: its plan and tree state
+    source: str | None = None  # a source build's tree and state, as people read them
 
     def describe(self) -> str:
         """What a run prints and records: the spec and exactly what it resolved to."""
+        if self.source is not None:
+            return f"{self.source} = {self.release}"
         if self.package_version is None:
             return f"{self.spec} ({self.release})"
         return f"{self.spec} = {self.release} ({self.package_version}, {self.suite})"

@@ -21,11 +21,13 @@ from types import FrameType
 import paramiko
 
 from .accel import ACCELS
+from .bisect import add_bisect_arguments, add_step_arguments, cmd_bisect, cmd_bisect_step
 from .debian.apt import kernel_index
 from .debian.index import format_kernels, resolve_all
 from .differ import kernel_profile
 from .errors import ConfigError, HarnessError
 from .guest import Guest
+from .kfragments import OPTIONAL
 from .model import get_profile
 from .model.build import groups_at_probe
 from .model.profiles import ProfileChoice
@@ -39,6 +41,7 @@ from .runner import run_on_guests
 from .scenario import Scenario, load_scenario, topology_file
 from .sysfs import compare_groups, comparison_json, format_comparison, side_by_side
 from .topology import predict_groups
+from .validate import add_validate_arguments, cmd_validate
 
 EXIT_MISMATCH = 1
 EXIT_HARNESS = 2
@@ -50,8 +53,13 @@ def _common(p: argparse.ArgumentParser) -> None:
                         "results side by side (default: %(default)s)")
     p.add_argument("--kernel", default="debian:6.1",
                    help="debian:<series> (6.1, 6.12, 7.2, 7.3, ...), debian:newest, debian:rc, "
-                        "or the path of a kernel image (default: %(default)s; "
+                        "the path of a kernel image, or a kernel source tree DIR, built in the "
+                        "cache (default: %(default)s; "
                         "'iommu-harness kernels' lists the specs)")
+    p.add_argument("--kconfig", action="append", default=[], metavar="NAME",
+                   choices=OPTIONAL,
+                   help="an optional configuration fragment for a --kernel DIR source tree "
+                        "(repeatable): " + ", ".join(OPTIONAL))
     p.add_argument("--headers", type=Path, help="kbuild tree of a --kernel PATH image")
     p.add_argument("--modules", type=Path, help="lib/modules/<release> of a --kernel PATH image")
     p.add_argument("--topology", type=Path, default=DEFAULT_TOPOLOGY,
@@ -106,6 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
                                                 "report")
     merge.add_argument("dirs", nargs="+", type=Path, metavar="DIR")
     merge.add_argument("--out", type=Path, required=True, help="folder for the merged report")
+    validate = sub.add_parser("validate", help="apply a patch series in a throwaway worktree, "
+                                               "run base and patched, report what changed")
+    add_validate_arguments(validate)
+    bisect = sub.add_parser("bisect", help="git bisect run over a kernel repository for the "
+                                           "first commit that shows a failure")
+    add_bisect_arguments(bisect)
+    step = sub.add_parser("bisect-step", help=argparse.SUPPRESS)  # what git bisect run runs
+    add_step_arguments(step)
     kernels = sub.add_parser("kernels", help="the Debian kernel specs and what each resolves "
                                              "to right now")
     kernels.add_argument("--refresh", action="store_true",
@@ -142,7 +158,7 @@ def _request(args: argparse.Namespace, platform: str) -> GuestRequest:
     return GuestRequest(platform=platform, kernel=args.kernel, topology=args.topology,
                         accel=args.accel, headers=args.headers, modules=args.modules,
                         out_root=args.out, boot_timeout=args.boot_timeout,
-                        snapshot=not args.no_snapshot)
+                        snapshot=not args.no_snapshot, kconfig=tuple(args.kconfig))
 
 
 def command_line(words: Sequence[str]) -> str:
@@ -300,7 +316,8 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 COMMANDS = {"boot": cmd_boot, "groups": cmd_groups, "shell": cmd_shell,
             "scenario": cmd_scenario, "kernels": cmd_kernels, "profiles": cmd_profiles,
-            "run": cmd_run, "report": cmd_report}
+            "run": cmd_run, "report": cmd_report, "validate": cmd_validate,
+            "bisect": cmd_bisect, "bisect-step": cmd_bisect_step}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

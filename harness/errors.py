@@ -25,6 +25,14 @@ class KernelError(HarnessError):
     """A kernel cannot be fetched, unpacked or used on the chosen platform."""
 
 
+class BuildError(KernelError):
+    """A kernel source tree did not configure or build (for bisect: a commit to skip)."""
+
+    def __init__(self, problem: str, fix: str = "", *, log: str = "") -> None:
+        super().__init__(problem, fix)
+        self.log = log
+
+
 class HostToolError(HarnessError):
     """A host program the harness needs is missing or failed."""
 

@@ -4,24 +4,36 @@ Sources:
 - ``debian:<series>``, ``debian:newest``, ``debian:rc``: Debian's kernel packages, resolved
   through the harness's own apt configuration (:mod:`harness.debian`);
 - a path to a prebuilt image, with ``--headers DIR`` (a kbuild tree with its .config) and
-  optionally ``--modules DIR`` (its ``lib/modules/<release>``).
+  optionally ``--modules DIR`` (its ``lib/modules/<release>``);
+- a path to a kernel source tree, configured from our fragments (``--kconfig NAME`` adds
+  optional ones) and built in the cache (:mod:`harness.kbuild`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 from . import cache
 from .artifact import KernelArtifact, boot_image, check_kernel, config_problem
 from .debian.fetch import debian_kernel
 from .errors import ConfigError
+from .kbuild import source_kernel
 from .platforms import Platform
 
 
 def resolve_kernel(spec: str, platform: Platform, *, headers: Path | None = None,
-                   modules: Path | None = None) -> KernelArtifact:
-    """Turn a ``--kernel`` value into an artifact, fetching and unpacking it if needed."""
+                   modules: Path | None = None, kconfig: Sequence[str] = ()) -> KernelArtifact:
+    """Turn a ``--kernel`` value into an artifact, fetching, unpacking or building it."""
+    if Path(spec).expanduser().is_dir():
+        if headers is not None or modules is not None:
+            raise ConfigError(f"--headers and --modules go with a kernel image, not the tree "
+                              f"{spec}", "drop them: the harness builds the tree itself")
+        return source_kernel(str(Path(spec).expanduser()), platform, kconfig)
+    if kconfig:
+        raise ConfigError(f"--kconfig {' '.join(kconfig)} goes with a kernel source tree, not "
+                          f"{spec}", "drop --kconfig, or pass --kernel DIR")
     if spec.startswith("debian:"):
         if headers is not None or modules is not None:
             raise ConfigError(f"--headers and --modules go with --kernel PATH, not {spec}",

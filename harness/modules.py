@@ -132,7 +132,7 @@ def build_modules(kernel: KernelArtifact, platform: Platform,
     kbuild_dir = kernel.kbuild_dir
     toolchain = toolchain_for(kbuild_dir, platform.arch, kernel.suite)
     files = _source_files(source)
-    key = cache.digest([kernel.release, platform.arch, toolchain.identity,
+    key = cache.digest([kernel.release, kernel.build or "", platform.arch, toolchain.identity,
                         *(f"{p.relative_to(source)}\0{p.read_text()}" for p in files)])
     entry = cache.cache_root() / "modules" / f"{kernel.release}-{key}"
     entry.parent.mkdir(parents=True, exist_ok=True)

@@ -44,6 +44,7 @@ class GuestRequest:
     out_root: Path | None = None
     boot_timeout: float = 90.0
     snapshot: bool = True  # start from a saved guest where one is (--no-snapshot: False)
+    kconfig: tuple[str, ...] = ()  # optional fragments for a kernel source tree (--kconfig)
 
 
 def out_root(requested: Path | None = None) -> Path:
@@ -69,14 +70,15 @@ def guest_dir(root: Path, label: str) -> Path:
 def kernel_record(kernel: KernelArtifact) -> dict[str, str | None]:
     """What a run records of its kernel: the spec and exactly what it resolved to."""
     return {"spec": kernel.spec, "release": kernel.release, "package_version":
-            kernel.package_version, "suite": kernel.suite, "arch": kernel.debian_arch}
+            kernel.package_version, "suite": kernel.suite, "arch": kernel.debian_arch,
+            "source": kernel.source}
 
 
 def prepare(request: GuestRequest, label: str = "") -> GuestConfig:
     platform = get_platform(request.platform)
     topology = load_topology(request.topology, platform)
     kernel = resolve_kernel(request.kernel, platform, headers=request.headers,
-                            modules=request.modules)
+                            modules=request.modules, kconfig=request.kconfig)
     modules = build_modules(kernel, platform)
     tools = build_tools(platform)
     image = build_image(kernel, platform, extra=guest_module_entries(kernel, modules, tools))

@@ -47,7 +47,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--harness-platform", default="all",
                     help="platforms to run on: a comma list, or all (default)")
     group.addoption("--harness-kernel", default="debian:6.1",
-                    help="kernel of the default guest (default: debian:6.1)")
+                    help="kernel of the default guest: a debian: spec, an image or a kernel "
+                         "source tree (default: debian:6.1)")
+    group.addoption("--harness-kconfig", action="append", default=[],
+                    help="an optional configuration fragment for a source-tree kernel "
+                         "(repeatable)")
     group.addoption("--harness-accel", default="auto", help="auto, kvm or tcg")
     group.addoption("--harness-out", default=None,
                     help="folder for guest logs (default: $IOMMU_HARNESS_OUT or ./out)")
@@ -121,7 +125,8 @@ class GuestPool:
                             kernel=kernel or opt("--harness-kernel"),
                             topology=Path(topology) if topology else DEFAULT_TOPOLOGY,
                             accel=opt("--harness-accel"), out_root=self.run_dir,
-                            snapshot=not boot and not opt("--harness-no-snapshot"))
+                            snapshot=not boot and not opt("--harness-no-snapshot"),
+                            kconfig=tuple(opt("--harness-kconfig")))
 
     def get(self, platform: str | None = None, kernel: str | None = None,
             topology: Path | str | None = None) -> Guest:

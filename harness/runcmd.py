@@ -17,6 +17,7 @@ from .debian.fetch import resolve_spec
 from .errors import ConfigError, HarnessError
 from .fuzz import Fuzz
 from .guest import Guest
+from .kfragments import OPTIONAL
 from .matrix import Job, parse_shard, plan, shard
 from .model import Profile, get_profile
 from .model.profiles import ProfileChoice
@@ -35,6 +36,7 @@ from .results import (
 )
 from .runner import run_on_guests
 from .scenario import Scenario, load_scenario, topology_file
+from .srctree import check_tree
 from .steps import DriverChoice
 from .topology import load_topology
 
@@ -47,7 +49,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--platform", default="all", choices=[*sorted(PLATFORMS), "all"],
                    help="one platform, or all (default)")
     p.add_argument("--kernel", default=DEFAULT_KERNELS, metavar="SPEC,...",
-                   help="comma list of kernel specs (default: %(default)s)")
+                   help="comma list of kernel specs: debian:<series>, an image file, or a "
+                        "kernel source tree DIR (default: %(default)s)")
+    p.add_argument("--kconfig", action="append", default=[], metavar="NAME", choices=OPTIONAL,
+                   help="an optional configuration fragment for source trees (repeatable): "
+                        + ", ".join(OPTIONAL))
     p.add_argument("--scenario", nargs="+", type=Path, metavar="FILE",
                    help="scenario files (default: the catalogue, tests/scenarios/*.toml)")
     p.add_argument("--profile", help="force the model profile (default: from each kernel)")
@@ -71,8 +77,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--part", default="1/1", help=argparse.SUPPRESS)  # a -j child's slice
 
 
-def _scenario_files(args: argparse.Namespace) -> list[Path]:
-    files = list(args.scenario or sorted(CATALOGUE.glob("*.toml")))
+def scenario_files(chosen: Sequence[Path] | None) -> list[Path]:
+    """``--scenario`` files, else the catalogue."""
+    files = list(chosen or sorted(CATALOGUE.glob("*.toml")))
     if not files:
         raise ConfigError(f"no scenario files in {CATALOGUE}", "pass --scenario FILE...")
     return files
@@ -92,7 +99,7 @@ def _kernels(args: argparse.Namespace) -> list[str]:
 def check_inputs(args: argparse.Namespace) -> list[Job]:
     """Everything that can be known wrong before a guest boots: the scenario files on each
     platform, the kernel specs, the profiles, the shard; then the jobs this process runs."""
-    platforms, kernels, files = _platforms(args), _kernels(args), _scenario_files(args)
+    platforms, kernels, files = _platforms(args), _kernels(args), scenario_files(args.scenario)
     for name in (args.profile, *args.also_profile):
         if name:
             get_profile(name)
@@ -104,9 +111,11 @@ def check_inputs(args: argparse.Namespace) -> list[Job]:
         for p in platforms:
             if spec.startswith("debian:"):
                 resolve_spec(spec, PLATFORMS[p].debian_arch)
+            elif Path(spec).expanduser().is_dir():
+                check_tree(Path(spec))
             elif not Path(spec).is_file():
-                raise ConfigError(f"kernel {spec!r} is neither a debian: spec nor a file",
-                                  "run 'iommu-harness kernels' for the specs")
+                raise ConfigError(f"kernel {spec!r} is neither a debian: spec, a file nor a "
+                                  "kernel tree", "run 'iommu-harness kernels' for the specs")
     if args.fuzz_steps < 0:
         raise ConfigError(f"--fuzz-steps {args.fuzz_steps} is negative", "write 0 or more")
     jobs = plan(platforms, kernels, triples, args.fuzz_steps, DEFAULT_TOPOLOGY)
@@ -132,7 +141,8 @@ def _run_job(args: argparse.Namespace, job: Job, out: Path,
         scenarios.append(Fuzz(base, job.fuzz_steps, args.fuzz_seed))
     request = GuestRequest(platform=job.platform, kernel=job.kernel, topology=job.topology,
                            accel=args.accel, out_root=out / "guests",
-                           boot_timeout=args.boot_timeout, snapshot=not args.no_snapshot)
+                           boot_timeout=args.boot_timeout, snapshot=not args.no_snapshot,
+                           kconfig=tuple(args.kconfig))
     choice = ProfileChoice(get_profile(args.profile)) if args.profile else None
     where = f"{job.platform} {job.kernel}"
     _say(args, f"{where}: preparing the kernel, modules and image")
@@ -187,6 +197,8 @@ def _child_argv(args: argparse.Namespace, part: int, out: Path) -> list[str]:
         argv.append("--no-snapshot")
     for p in args.also_profile:
         argv += ["--also-profile", p]
+    for name in args.kconfig:
+        argv += ["--kconfig", name]
     return argv
 
 

@@ -1,0 +1,111 @@
+"""End to end on a real kernel tree (``make test-slow``): Debian's linux-source-6.1 as a git
+repository, built by the harness from our fragments; a series with one commit that lets
+iommu_attach_device() take a multi-device group. ``validate`` flags the series and names that
+patch; ``bisect`` names that commit; with a commit that does not build after it, bisect skips
+that commit and still names the breaking one. Everything through the command line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+
+from tests.slow import linux_repo as lr
+
+ROOT = Path(__file__).resolve().parents[2]
+SCENARIO = ROOT / "tests" / "scenarios" / "attach-device-refused-multi-device-group.toml"
+CONTROL = ROOT / "tests" / "scenarios" / "singleton-attach-detach.toml"
+
+
+def cli(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", *args], cwd=cwd, text=True,
+                          capture_output=True, stdin=subprocess.DEVNULL, timeout=3600,
+                          check=False)
+    sys.stdout.write(proc.stdout[-4000:])
+    sys.stderr.write(proc.stderr[-4000:])
+    return proc
+
+
+@pytest.fixture(scope="module")
+def repo() -> Path:
+    return lr.base_repository()
+
+
+@pytest.fixture(scope="module")
+def broken(repo: Path) -> list[str]:
+    """base → a README note, a comment in iommu.c, the breaking commit, another note."""
+    return lr.series(repo, "broken", [lr.HARMLESS_README, lr.HARMLESS_COMMENT, lr.BREAKING,
+                                      lr.HARMLESS_AFTER])
+
+
+def test_a_tree_boots_and_runs_a_scenario(repo: Path, tmp_path: Path) -> None:
+    """--kernel DIR: built from the fragments, the platform's checks pass, the scenario runs
+    on the kernel and the model and they agree; the run records the tree and its state."""
+    proc = cli("scenario", str(SCENARIO), "--kernel", str(repo), "--json", "--out",
+               str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    run = doc["runs"][0] if "runs" in doc else doc
+    text = json.dumps(run)
+    assert "6.1.192" in text and str(repo) in text
+
+
+def test_validate_flags_the_series_and_names_the_patch(repo: Path, broken: list[str],
+                                                       tmp_path: Path) -> None:
+    mbox = tmp_path / "series.mbox"
+    mbox.write_text(subprocess.run(["git", "-C", str(repo), "format-patch", "--stdout",
+                                    f"base..{broken[-1]}"], capture_output=True, text=True,
+                                   check=True).stdout)
+    before = _user_state(repo)
+    out = tmp_path / "validate"
+    proc = cli("validate", "--kernel", str(repo), "--base", "base", "--series", str(mbox),
+               "--per-patch", "--scenario", str(SCENARIO), str(CONTROL), "--fuzz-steps", "10",
+               "--out", str(out), cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert "newly failing (1):" in proc.stdout
+    assert "attach_device refused on a multi-device group: pass -> " in proc.stdout
+    assert f"first patch that changed the result: {broken[2][:7]}" in proc.stdout
+    report = json.loads((out / "validate.json").read_text())
+    assert report["worse"] and [p["builds"] for p in report["prefixes"]] == [True] * 4
+    assert [p["changed"] for p in report["prefixes"]] == [False, False, True, True]
+    assert _user_state(repo) == before
+
+
+def test_bisect_names_the_breaking_commit(repo: Path, broken: list[str], tmp_path: Path) -> None:
+    before = _user_state(repo)
+    proc = cli("bisect", "--kernel", str(repo), "--good", "base", "--bad", broken[-1],
+               "--scenario", str(SCENARIO), "--out", str(tmp_path / "bisect"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert f"bisect: first bad commit: {broken[2][:7]}" in proc.stdout
+    assert "step 2 attach_dev d edu2" in proc.stdout  # the signature
+    result = json.loads((tmp_path / "bisect" / "result.json").read_text())
+    assert result["first_bad"] == broken[2]
+    assert {s["verdict"] for s in result["steps"]} <= {"good", "bad"}
+    assert _user_state(repo) == before
+
+
+def test_bisect_skips_a_commit_that_does_not_build(repo: Path, tmp_path: Path) -> None:
+    commits = lr.series(repo, "unbuildable", [lr.HARMLESS_README, lr.BREAKING, lr.NOT_BUILDING,
+                                              lr.BUILDS_AGAIN, lr.HARMLESS_AFTER,
+                                              lr.HARMLESS_LAST])
+    proc = cli("bisect", "--kernel", str(repo), "--good", "base", "--bad", commits[-1],
+               "--scenario", str(SCENARIO), "--out", str(tmp_path / "bisect"), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads((tmp_path / "bisect" / "result.json").read_text())
+    assert result["first_bad"] == commits[1]
+    skipped = [s for s in result["steps"] if s["verdict"] == "skip"]
+    assert [s["commit"] for s in skipped] == [commits[2]]
+    assert "does not build" in skipped[0]["why"]
+
+
+def _user_state(repo: Path) -> Sequence[str]:
+    """What validate and bisect must leave as it was: HEAD, the index, the work tree."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                              check=True).stdout
+    return (git("rev-parse", "HEAD"), git("status", "--porcelain"),
+            git("bisect", "log") if (repo / ".git" / "BISECT_LOG").exists() else "")
