@@ -1,5 +1,6 @@
 """End to end on a real kernel tree (``make test-slow``): Debian's linux-source-6.1 as a git
-repository, built by the harness from our fragments; a series with one commit that lets
+repository, built by the harness from our fragments (``--kernel DIR`` is what validate and
+bisect run on each side and commit); a series with one commit that lets
 iommu_attach_device() take a multi-device group. ``validate`` flags the series and names that
 patch; ``bisect`` names that commit; with a commit that does not build after it, bisect skips
 that commit and still names the breaking one. Everything through the command line."""
@@ -42,18 +43,6 @@ def broken(repo: Path) -> list[str]:
                                       lr.HARMLESS_AFTER])
 
 
-def test_a_tree_boots_and_runs_a_scenario(repo: Path, tmp_path: Path) -> None:
-    """--kernel DIR: built from the fragments, the platform's checks pass, the scenario runs
-    on the kernel and the model and they agree; the run records the tree and its state."""
-    proc = cli("scenario", str(SCENARIO), "--kernel", str(repo), "--json", "--out",
-               str(tmp_path), cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    doc = json.loads(proc.stdout)
-    run = doc["runs"][0] if "runs" in doc else doc
-    text = json.dumps(run)
-    assert "6.1.192" in text and str(repo) in text
-
-
 def test_validate_flags_the_series_and_names_the_patch(repo: Path, broken: list[str],
                                                        tmp_path: Path) -> None:
     mbox = tmp_path / "series.mbox"
@@ -69,6 +58,11 @@ def test_validate_flags_the_series_and_names_the_patch(repo: Path, broken: list[
     assert "newly failing (1):" in proc.stdout
     assert "attach_device refused on a multi-device group: pass -> " in proc.stdout
     assert f"first patch that changed the result: {broken[2][:7]}" in proc.stdout
+    # each side ran on the tree as built from our fragments, and says which state it was
+    base_run = json.loads((out / "base" / "results.json").read_text())["runs"][0]
+    assert base_run["release"].startswith("6.1.")
+    base_sha = _git(repo, "rev-parse", "base")[:12]
+    assert f" at {base_sha}" in base_run["kernel_resolved"]["source"]
     report = json.loads((out / "validate.json").read_text())
     assert report["worse"] and [p["builds"] for p in report["prefixes"]] == [True] * 4
     assert [p["changed"] for p in report["prefixes"]] == [False, False, True, True]
@@ -102,10 +96,12 @@ def test_bisect_skips_a_commit_that_does_not_build(repo: Path, tmp_path: Path) -
     assert "does not build" in skipped[0]["why"]
 
 
+def _git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
+                          check=True).stdout
+
+
 def _user_state(repo: Path) -> Sequence[str]:
     """What validate and bisect must leave as it was: HEAD, the index, the work tree."""
-    def git(*args: str) -> str:
-        return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True,
-                              check=True).stdout
-    return (git("rev-parse", "HEAD"), git("status", "--porcelain"),
-            git("bisect", "log") if (repo / ".git" / "BISECT_LOG").exists() else "")
+    return (_git(repo, "rev-parse", "HEAD"), _git(repo, "status", "--porcelain"),
+            _git(repo, "bisect", "log") if (repo / ".git" / "BISECT_LOG").exists() else "")
