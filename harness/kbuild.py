@@ -70,7 +70,8 @@ def build_env(ccache_dir: Path) -> dict[str, str]:
     """The environment of a build: the user's, with our ccache and a fixed locale (so that
     compiler messages are parseable), and kbuild's timestamp pinned (reproducible images)."""
     env = dict(os.environ)
-    env.update(CCACHE_DIR=str(ccache_dir), LC_ALL="C", KBUILD_BUILD_TIMESTAMP="harness",
+    env.setdefault("CCACHE_DIR", str(ccache_dir))
+    env.update(LC_ALL="C", KBUILD_BUILD_TIMESTAMP="harness",
                KBUILD_BUILD_USER="harness", KBUILD_BUILD_HOST="harness")
     env.setdefault("CCACHE_MAXSIZE", "20G")
     return env
