@@ -22,8 +22,8 @@ from .debian import apt
 from .debian.layout import usr_merge
 from .errors import KernelError
 from .kernel import KernelArtifact
-from .moddep import ModuleNotFound, load_order, parse_modules_dep
-from .platforms import Platform
+from .moddep import ModuleNotFound, load_order, module_name, parse_modules_dep
+from .platforms import OPTIONAL_MODULES, Platform
 
 IMAGES_DIR = Path(__file__).resolve().parent.parent / "images"
 MULTIARCH = {"x86_64": "x86_64-linux-gnu", "aarch64": "aarch64-linux-gnu"}
@@ -163,8 +163,10 @@ def _read_module(path: Path) -> bytes:
     return data
 
 
-def module_entries(kernel: KernelArtifact, names: Sequence[str]) -> tuple[list[cpio.Entry], str]:
-    """Archive entries for ``names`` and their dependencies, plus the insmod list (in order)."""
+def module_entries(kernel: KernelArtifact, names: Sequence[str],
+                   optional: Sequence[str] = ()) -> tuple[list[cpio.Entry], str]:
+    """Archive entries for ``names`` and their dependencies, plus the insmod list (in order);
+    ``optional`` ones too where the kernel has them."""
     if not names:
         return [], ""
     if kernel.modules_dir is None:
@@ -173,6 +175,8 @@ def module_entries(kernel: KernelArtifact, names: Sequence[str]) -> tuple[list[c
     deps = parse_modules_dep((kernel.modules_dir / "modules.dep").read_text())
     builtin_file = kernel.modules_dir / "modules.builtin"
     builtin = builtin_file.read_text().split() if builtin_file.exists() else []
+    known = {module_name(p) for p in [*deps, *builtin]}
+    names = [*names, *(n for n in optional if n.replace("-", "_") in known)]
     try:
         order = load_order(deps, names, builtin)
     except ModuleNotFound as exc:
@@ -245,7 +249,7 @@ def image_entries(kernel: KernelArtifact, platform: Platform, userland: Userland
     ]
     for target, src in sorted(library_closure(userland.dropbear, userland).items()):
         files.append(cpio.file(target, src.read_bytes(), 0o755))
-    mods, order = module_entries(kernel, platform.guest_modules)
+    mods, order = module_entries(kernel, platform.guest_modules, OPTIONAL_MODULES)
     files += mods
     files.append(cpio.file("etc/harness/modules", order.encode()))
     files += extra

@@ -66,6 +66,9 @@ class Platform:
 # What every platform's guest loads and needs for its control console and network.
 _VIRTIO_OPTIONS = ("CONFIG_VIRTIO_PCI", "CONFIG_VIRTIO_CONSOLE", "CONFIG_VIRTIO_NET")
 _GUEST_MODULES = ("virtio_pci", "virtio_console", "virtio_net", "pci_stub")
+# Loaded too where the kernel has them (modules or built in): VFIO for guest user space, with
+# the type1 backend VFIO_SET_IOMMU would otherwise request_module() (the guest has no modprobe).
+OPTIONAL_MODULES = ("vfio_pci", "vfio_iommu_type1")
 
 _INFRA = (
     InfraDevice("control", "virtio-serial-pci", "vser0", 0x18, "1af4:1003"),

@@ -1,0 +1,494 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * ih-vfio: a VFIO user in the guest's user space, for scenarios (issue 13).
+ *
+ * It is long-lived: `ih-vfio serve DIR` makes the FIFOs DIR/cmd and DIR/reply, then reads one
+ * command per line from cmd and writes one result line per command to reply, keeping every
+ * fd it opened between commands (a user that holds a group is a state the kernel side must be
+ * tested against). `ih-vfio CMD...` runs commands once, in one process, for tests by hand.
+ *
+ * A result line is "<op> <rc> [key=value ...]": rc is 0 or -errno of the call that failed,
+ * as ih_attach's result lines.
+ *
+ * Group and container (include/uapi/linux/vfio.h; Documentation/driver-api/vfio.rst):
+ *   container                 open /dev/vfio/vfio, check VFIO_GET_API_VERSION and type1v2
+ *   group G                   open /dev/vfio/G                       -> viable=0|1
+ *   set_container G           VFIO_GROUP_SET_CONTAINER
+ *   unset_container G         VFIO_GROUP_UNSET_CONTAINER
+ *   set_iommu                 VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU)
+ *   map IOVA SIZE             VFIO_IOMMU_MAP_DMA of a fresh anonymous buffer, read+write
+ *   unmap IOVA SIZE           VFIO_IOMMU_UNMAP_DMA                   -> unmapped=N
+ *   device G BDF              VFIO_GROUP_GET_DEVICE_FD, then BAR0 mapped (an edu's registers)
+ *   dma BDF IOVA LEN          edu's DMA engine: RAM(IOVA) -> device buffer -> RAM(IOVA+LEN),
+ *                             through the mapping at IOVA; compares    -> verified=0|1
+ *   dma_to BDF IOVA LEN       one transfer device buffer -> RAM(IOVA), not waited on for
+ *                             bytes (a fault through an unmapped IOVA) -> done=0|1
+ *   close_device BDF | close_group G | close_container
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdarg.h>
+#include <fcntl.h>
+#include <linux/vfio.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "../edu.h"
+
+#define MAX_SLOTS 16
+
+struct group { int id; int fd; };
+struct device { char bdf[32]; int fd; volatile uint8_t *bar0; size_t bar0_size; };
+struct mapping { uint64_t iova; uint64_t size; uint8_t *buf; };
+
+static int container = -1;
+static struct group groups[MAX_SLOTS];
+static struct device devices[MAX_SLOTS];
+static struct mapping mappings[MAX_SLOTS];
+static FILE *out;
+
+static void result(const char *op, int rc, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+
+
+static void result(const char *op, int rc, const char *fmt, ...)
+{
+	va_list ap;
+
+	fprintf(out, "%s %d", op, rc);
+	if (fmt && *fmt) {
+		fputc(' ', out);
+		va_start(ap, fmt);
+		vfprintf(out, fmt, ap);
+		va_end(ap);
+	}
+	fputc('\n', out);
+	fflush(out);
+}
+
+static struct group *find_group(int id)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (groups[i].fd > 0 && groups[i].id == id)
+			return &groups[i];
+	return NULL;
+}
+
+static struct device *find_device(const char *bdf)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (devices[i].fd > 0 && !strcmp(devices[i].bdf, bdf))
+			return &devices[i];
+	return NULL;
+}
+
+static struct mapping *find_mapping(uint64_t iova)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (mappings[i].buf && mappings[i].iova <= iova &&
+		    iova < mappings[i].iova + mappings[i].size)
+			return &mappings[i];
+	return NULL;
+}
+
+static void do_container(void)
+{
+	int fd = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
+
+	if (fd < 0) {
+		result("container", -errno, NULL);
+		return;
+	}
+	if (ioctl(fd, VFIO_GET_API_VERSION) != VFIO_API_VERSION) {
+		close(fd);
+		result("container", -EINVAL, "why=api_version");
+		return;
+	}
+	if (ioctl(fd, VFIO_CHECK_EXTENSION, VFIO_TYPE1v2_IOMMU) <= 0) {
+		close(fd);
+		result("container", -EINVAL, "why=no_type1v2");
+		return;
+	}
+	if (container >= 0)
+		close(container);
+	container = fd;
+	result("container", 0, NULL);
+}
+
+static void do_group(int id)
+{
+	char path[64];
+	struct vfio_group_status status = { .argsz = sizeof(status) };
+	int fd, slot = -1;
+
+	for (int i = 0; i < MAX_SLOTS && slot < 0; i++)
+		if (groups[i].fd <= 0)
+			slot = i;
+	snprintf(path, sizeof(path), "/dev/vfio/%d", id);
+	fd = open(path, O_RDWR | O_CLOEXEC);
+	if (fd < 0 || slot < 0) {
+		result("group", fd < 0 ? -errno : -ENOSPC, "group=%d", id);
+		return;
+	}
+	if (ioctl(fd, VFIO_GROUP_GET_STATUS, &status)) {
+		int rc = -errno;
+
+		close(fd);
+		result("group", rc, "group=%d", id);
+		return;
+	}
+	groups[slot].id = id;
+	groups[slot].fd = fd;
+	result("group", 0, "group=%d viable=%d", id,
+	       !!(status.flags & VFIO_GROUP_FLAGS_VIABLE));
+}
+
+static void group_ioctl(const char *op, int id, unsigned long request, void *arg)
+{
+	struct group *g = find_group(id);
+
+	if (!g) {
+		result(op, -EBADF, "group=%d why=not_open", id);
+		return;
+	}
+	result(op, ioctl(g->fd, request, arg) ? -errno : 0, "group=%d", id);
+}
+
+static void do_set_iommu(void)
+{
+	if (container < 0) {
+		result("set_iommu", -EBADF, "why=no_container");
+		return;
+	}
+	result("set_iommu", ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) ? -errno : 0,
+	       NULL);
+}
+
+static void do_map(uint64_t iova, uint64_t size)
+{
+	struct vfio_iommu_type1_dma_map map = { .argsz = sizeof(map) };
+	struct mapping *m = NULL;
+	uint8_t *buf;
+
+	for (int i = 0; i < MAX_SLOTS && !m; i++)
+		if (!mappings[i].buf)
+			m = &mappings[i];
+	if (!m || container < 0) {
+		result("map", m ? -EBADF : -ENOSPC, NULL);
+		return;
+	}
+	buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED) {
+		result("map", -errno, "why=mmap");
+		return;
+	}
+	map.vaddr = (uintptr_t)buf;
+	map.iova = iova;
+	map.size = size;
+	map.flags = VFIO_DMA_MAP_FLAG_READ | VFIO_DMA_MAP_FLAG_WRITE;
+	if (ioctl(container, VFIO_IOMMU_MAP_DMA, &map)) {
+		int rc = -errno;
+
+		munmap(buf, size);
+		result("map", rc, "iova=0x%llx", (unsigned long long)iova);
+		return;
+	}
+	m->iova = iova;
+	m->size = size;
+	m->buf = buf;
+	result("map", 0, "iova=0x%llx", (unsigned long long)iova);
+}
+
+static void do_unmap(uint64_t iova, uint64_t size)
+{
+	struct vfio_iommu_type1_dma_unmap unmap = { .argsz = sizeof(unmap) };
+	struct mapping *m = find_mapping(iova);
+
+	if (container < 0) {
+		result("unmap", -EBADF, NULL);
+		return;
+	}
+	unmap.iova = iova;
+	unmap.size = size;
+	if (ioctl(container, VFIO_IOMMU_UNMAP_DMA, &unmap)) {
+		result("unmap", -errno, "iova=0x%llx", (unsigned long long)iova);
+		return;
+	}
+	if (m && m->iova == iova) {
+		munmap(m->buf, m->size);
+		memset(m, 0, sizeof(*m));
+	}
+	result("unmap", 0, "iova=0x%llx unmapped=%llu", (unsigned long long)iova,
+	       (unsigned long long)unmap.size);
+}
+
+/* vfio-pci leaves the command register as it was: set memory space and bus master (PCI
+ * COMMAND, offset 4, bits 1 and 2), or edu's DMA never reaches memory. */
+static int enable_bus_master(int fd)
+{
+	struct vfio_region_info config = { .argsz = sizeof(config),
+					   .index = VFIO_PCI_CONFIG_REGION_INDEX };
+	uint16_t command;
+
+	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &config))
+		return -1;
+	if (pread(fd, &command, sizeof(command), (off_t)config.offset + 4) != sizeof(command))
+		return -1;
+	command |= 0x6;
+	if (pwrite(fd, &command, sizeof(command), (off_t)config.offset + 4) != sizeof(command))
+		return -1;
+	return 0;
+}
+
+static void do_device(int id, const char *bdf)
+{
+	struct vfio_region_info region = { .argsz = sizeof(region),
+					   .index = VFIO_PCI_BAR0_REGION_INDEX };
+	struct group *g = find_group(id);
+	struct device *d = NULL;
+	void *bar;
+	int fd;
+
+	for (int i = 0; i < MAX_SLOTS && !d; i++)
+		if (devices[i].fd <= 0)
+			d = &devices[i];
+	if (!g || !d) {
+		result("device", g ? -ENOSPC : -EBADF, "dev=%s", bdf);
+		return;
+	}
+	fd = ioctl(g->fd, VFIO_GROUP_GET_DEVICE_FD, bdf);
+	if (fd < 0) {
+		result("device", -errno, "dev=%s", bdf);
+		return;
+	}
+	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &region)) {
+		int rc = -errno;
+
+		close(fd);
+		result("device", rc, "dev=%s why=region_info", bdf);
+		return;
+	}
+	bar = mmap(NULL, region.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   (off_t)region.offset);
+	if (bar == MAP_FAILED) {
+		int rc = -errno;
+
+		close(fd);
+		result("device", rc, "dev=%s why=bar0_mmap", bdf);
+		return;
+	}
+	if (enable_bus_master(fd)) {
+		int rc = -errno;
+
+		munmap(bar, region.size);
+		close(fd);
+		result("device", rc, "dev=%s why=bus_master", bdf);
+		return;
+	}
+	snprintf(d->bdf, sizeof(d->bdf), "%s", bdf);
+	d->fd = fd;
+	d->bar0 = bar;
+	d->bar0_size = region.size;
+	result("device", 0, "dev=%s bar0=%llu", bdf, (unsigned long long)region.size);
+}
+
+static void reg_write(struct device *d, unsigned int off, uint64_t value)
+{
+	*(volatile uint64_t *)(d->bar0 + off) = value;
+}
+
+static uint64_t reg_read(struct device *d, unsigned int off)
+{
+	return *(volatile uint64_t *)(d->bar0 + off);
+}
+
+/* One edu transfer; 0 once the engine is idle again, -ETIMEDOUT after about a second. */
+static int edu_transfer(struct device *d, uint64_t src, uint64_t dst, uint64_t len,
+			uint64_t cmd)
+{
+	struct timespec pause = { 0, 1000000 };
+
+	reg_write(d, EDU_DMA_SRC, src);
+	reg_write(d, EDU_DMA_DST, dst);
+	reg_write(d, EDU_DMA_CNT, len);
+	reg_write(d, EDU_DMA_CMD, cmd | EDU_DMA_START);
+	for (int i = 0; i < 1000; i++) {
+		if (!(reg_read(d, EDU_DMA_CMD) & EDU_DMA_START))
+			return 0;
+		nanosleep(&pause, NULL);
+	}
+	return -ETIMEDOUT;
+}
+
+static void do_dma(const char *bdf, uint64_t iova, uint64_t len)
+{
+	struct device *d = find_device(bdf);
+	struct mapping *m = find_mapping(iova);
+	uint8_t *src, *dst;
+	int rc;
+
+	if (!d || !m || iova + 2 * len > m->iova + m->size || len > 4096) {
+		result("dma", d ? -EINVAL : -EBADF, "dev=%s why=%s", bdf,
+		       !d ? "no_device" : !m ? "unmapped" : "too_long");
+		return;
+	}
+	src = m->buf + (iova - m->iova);
+	dst = src + len;
+	for (uint64_t i = 0; i < len; i++) {
+		src[i] = (uint8_t)(i * 7 + 3);
+		dst[i] = 0;
+	}
+	rc = edu_transfer(d, iova, EDU_BUFFER, len, 0);
+	if (!rc)
+		rc = edu_transfer(d, EDU_BUFFER, iova + len, len, EDU_DMA_TO_RAM);
+	if (rc) {
+		result("dma", rc, "dev=%s", bdf);
+		return;
+	}
+	result("dma", 0, "dev=%s verified=%d", bdf, !memcmp(src, dst, len));
+}
+
+static void do_dma_to(const char *bdf, uint64_t iova, uint64_t len)
+{
+	struct device *d = find_device(bdf);
+	int rc;
+
+	if (!d) {
+		result("dma_to", -EBADF, "dev=%s", bdf);
+		return;
+	}
+	rc = edu_transfer(d, EDU_BUFFER, iova, len, EDU_DMA_TO_RAM);
+	result("dma_to", 0, "dev=%s done=%d", bdf, rc == 0);
+}
+
+static void do_close_device(const char *bdf)
+{
+	struct device *d = find_device(bdf);
+
+	if (!d) {
+		result("close_device", -EBADF, "dev=%s", bdf);
+		return;
+	}
+	munmap((void *)d->bar0, d->bar0_size);
+	close(d->fd);
+	memset(d, 0, sizeof(*d));
+	result("close_device", 0, "dev=%s", bdf);
+}
+
+static void do_close_group(int id)
+{
+	struct group *g = find_group(id);
+
+	if (!g) {
+		result("close_group", -EBADF, "group=%d", id);
+		return;
+	}
+	close(g->fd);
+	memset(g, 0, sizeof(*g));
+	result("close_group", 0, "group=%d", id);
+}
+
+static void do_close_container(void)
+{
+	if (container < 0) {
+		result("close_container", -EBADF, NULL);
+		return;
+	}
+	close(container);
+	container = -1;
+	for (int i = 0; i < MAX_SLOTS; i++)  /* the mappings went with the container */
+		if (mappings[i].buf) {
+			munmap(mappings[i].buf, mappings[i].size);
+			memset(&mappings[i], 0, sizeof(mappings[i]));
+		}
+	result("close_container", 0, NULL);
+}
+
+static void run_line(char *line)
+{
+	char op[32] = "", a[64] = "", b[64] = "", c[64] = "";
+	int n = sscanf(line, "%31s %63s %63s %63s", op, a, b, c);
+
+	if (n < 1)
+		return;
+	if (!strcmp(op, "container"))
+		do_container();
+	else if (!strcmp(op, "group") && n >= 2)
+		do_group(atoi(a));
+	else if (!strcmp(op, "set_container") && n >= 2)
+		group_ioctl(op, atoi(a), VFIO_GROUP_SET_CONTAINER, &container);
+	else if (!strcmp(op, "unset_container") && n >= 2)
+		group_ioctl(op, atoi(a), VFIO_GROUP_UNSET_CONTAINER, NULL);
+	else if (!strcmp(op, "set_iommu"))
+		do_set_iommu();
+	else if (!strcmp(op, "map") && n >= 3)
+		do_map(strtoull(a, NULL, 0), strtoull(b, NULL, 0));
+	else if (!strcmp(op, "unmap") && n >= 3)
+		do_unmap(strtoull(a, NULL, 0), strtoull(b, NULL, 0));
+	else if (!strcmp(op, "device") && n >= 3)
+		do_device(atoi(a), b);
+	else if (!strcmp(op, "dma") && n >= 4)
+		do_dma(a, strtoull(b, NULL, 0), strtoull(c, NULL, 0));
+	else if (!strcmp(op, "dma_to") && n >= 4)
+		do_dma_to(a, strtoull(b, NULL, 0), strtoull(c, NULL, 0));
+	else if (!strcmp(op, "close_device") && n >= 2)
+		do_close_device(a);
+	else if (!strcmp(op, "close_group") && n >= 2)
+		do_close_group(atoi(a));
+	else if (!strcmp(op, "close_container"))
+		do_close_container();
+	else
+		result(op, -EINVAL, "why=unknown_command");
+}
+
+static int serve(const char *dir)
+{
+	char cmd_path[256], reply_path[256], line[256];
+	FILE *in;
+
+	snprintf(cmd_path, sizeof(cmd_path), "%s/cmd", dir);
+	snprintf(reply_path, sizeof(reply_path), "%s/reply", dir);
+	mkdir(dir, 0700);
+	unlink(cmd_path);
+	unlink(reply_path);
+	if (mkfifo(cmd_path, 0600) || mkfifo(reply_path, 0600)) {
+		perror("ih-vfio: mkfifo");
+		return 1;
+	}
+	/* O_RDWR: the FIFOs never see end-of-file between the steps' writers and readers. */
+	in = fdopen(open(cmd_path, O_RDWR), "r");
+	out = fdopen(open(reply_path, O_RDWR), "w");
+	if (!in || !out) {
+		perror("ih-vfio: open");
+		return 1;
+	}
+	while (fgets(line, sizeof(line), in)) {
+		if (!strncmp(line, "quit", 4)) {
+			result("quit", 0, NULL);
+			break;
+		}
+		run_line(line);
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && !strcmp(argv[1], "serve"))
+		return serve(argv[2]);
+	out = stdout;
+	for (int i = 1; i < argc; i++)
+		run_line(argv[i]);
+	if (argc < 2) {
+		fprintf(stderr, "usage: ih-vfio serve DIR | ih-vfio 'CMD ARGS' ...\n");
+		return 2;
+	}
+	return 0;
+}
