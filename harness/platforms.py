@@ -110,7 +110,7 @@ AARCH64_SMMUV3 = Platform(
     arch="aarch64",
     debian_arch="arm64",
     qemu_binary="qemu-system-aarch64",
-    machine="virt,iommu=smmuv3",
+    machine="virt,iommu=smmuv3,gic-version=3",
     # pauth-impdef: QEMU's cheap pointer-authentication algorithm; the architected one (QARMA)
     # dominates TCG time for a kernel built with pointer authentication (QEMU docs, arm cpu
     # features).

@@ -22,7 +22,7 @@ from .dmesg import Event
 from .model import Model
 from .model.build import model_bind
 
-StepKind = Literal["op", "set_type", "bind", "observe"]
+StepKind = Literal["op", "set_type", "bind", "observe", "vfio"]
 
 
 class Via(enum.StrEnum):
@@ -36,12 +36,14 @@ class Via(enum.StrEnum):
 class DriverChoice(enum.StrEnum):
     """The driver a scenario binds a test device to, by what matters to the model."""
     OWNED = "owned"  # ih_edu_owned: driver_managed_dma, as VFIO
+    VFIO = "vfio"  # vfio-pci itself: owning, and the group gets its /dev/vfio/N
     DMA_API = "dma_api"  # ih_edu: an ordinary DMA-API driver
     NONE = "none"  # no driver
 
 
 # The guest_modules/ih_edu.c driver behind each choice ("" unbinds).
 DRIVER_NAMES: dict[DriverChoice, str] = {DriverChoice.OWNED: DRIVER_OWNED,
+                                         DriverChoice.VFIO: "vfio-pci",
                                          DriverChoice.DMA_API: DRIVER_DMA_API,
                                          DriverChoice.NONE: ""}
 def resolve(line: str, bdfs: Mapping[str, str]) -> str:
@@ -117,6 +119,57 @@ class Operation:
 
     def answer(self, output: str) -> tuple[int | None, bool]:
         result = parse_results(output)[0]
+        return result.rc, result.guard
+
+    def on_model(self, model: Model, bdfs: Mapping[str, str]) -> Prediction:
+        out = model.apply(resolve(self.line, bdfs))
+        return Prediction(out.rc, out.guard, out.warn, out.fault)
+
+
+VFIO_DIR = "/run/ih-vfio"
+# ih-vfio's commands that name a group: the step names a device, the script finds its group.
+VFIO_GROUP_COMMANDS = frozenset({"group", "status", "set_container", "unset_container",
+                                 "close_group"})
+VFIO_DEVICE_COMMANDS = frozenset({"device"})  # the group, then the device itself
+# Start the guest's VFIO user once per guest (it keeps its fds from step to step), detached
+# from the control shell, and wait for its FIFOs.
+VFIO_START = (f"[ -p {VFIO_DIR}/reply ] || {{ setsid ih-vfio serve {VFIO_DIR} </dev/null "
+              f">/dev/null 2>&1 & for i in $(seq 200); do [ -p {VFIO_DIR}/reply ] && break; "
+              "sleep 0.01; done; }")
+
+
+@dataclass(frozen=True)
+class VfioCall:
+    """A call of the guest's VFIO user (guest_modules/tools/ih-vfio.c): ``vfio_<command>
+    ARGS``, device ids not yet resolved; a command on a group names one of its devices. The
+    answer of ``vfio_status`` is 0 for a viable group and -EPERM for one that is not (what
+    VFIO_GROUP_SET_CONTAINER's ownership claim would answer); of ``vfio_dma``, -EIO when the
+    bytes did not come back."""
+    line: str
+    kind: StepKind = field(default="vfio", init=False)
+
+    @property
+    def label(self) -> str:
+        return self.line
+
+    def script(self, bdfs: Mapping[str, str]) -> str:
+        command, *args = resolve(self.line, bdfs).removeprefix("vfio_").split()
+        send = (f"echo \"$c\" > {VFIO_DIR}/cmd && read -r r < {VFIO_DIR}/reply && "
+                "echo \"$r\"")
+        if command in VFIO_GROUP_COMMANDS | VFIO_DEVICE_COMMANDS and args:
+            link = f"/sys/bus/pci/devices/{args[0]}/iommu_group"
+            rest = args if command in VFIO_DEVICE_COMMANDS else args[1:]
+            return (f"{VFIO_START}; g=$(basename \"$(readlink {link} 2>/dev/null)\"); "
+                    f"if [ -z \"$g\" ]; then echo '{command} -19 guard=1 why=no_group'; "
+                    f"else c=\"{command} $g {' '.join(rest)}\"; {send}; fi")
+        return f"{VFIO_START}; c={shlex.quote(' '.join([command, *args]))}; {send}"
+
+    def answer(self, output: str) -> tuple[int | None, bool]:
+        result = parse_results(output)[-1]
+        if result.op == "status" and result.rc == 0:
+            return (0 if result.get("viable") == "1" else -errno.EPERM), False
+        if result.op == "dma" and result.rc == 0 and result.get("verified") != "1":
+            return -errno.EIO, False  # the bytes did not come back
         return result.rc, result.guard
 
     def on_model(self, model: Model, bdfs: Mapping[str, str]) -> Prediction:
@@ -214,7 +267,7 @@ class Observe:
         return Prediction(None)
 
 
-Action = Operation | TypeWrite | Bind | Observe
+Action = Operation | TypeWrite | Bind | Observe | VfioCall
 
 
 @dataclass(frozen=True)
@@ -234,6 +287,8 @@ class Step:
         name, *words = line.split()
         if name == "set_type" and len(words) == 2:
             return cls(TypeWrite(words[0], words[1]))
+        if name.startswith("vfio_"):
+            return cls(VfioCall(line))
         return cls(Operation(line))
 
 

@@ -8,11 +8,14 @@
  * tested against). `ih-vfio CMD...` runs commands once, in one process, for tests by hand.
  *
  * A result line is "<op> <rc> [key=value ...]": rc is 0 or -errno of the call that failed,
- * as ih_attach's result lines.
+ * as ih_attach's result lines; guard=1 marks what the helper itself refused: a command on an
+ * fd it does not hold, a second container or device fd, closing a group with devices open or
+ * a container with groups in it (the kernel would keep those alive behind its back).
  *
  * Group and container (include/uapi/linux/vfio.h; Documentation/driver-api/vfio.rst):
  *   container                 open /dev/vfio/vfio, check VFIO_GET_API_VERSION and type1v2
  *   group G                   open /dev/vfio/G                       -> viable=0|1
+ *   status G                  VFIO_GROUP_GET_STATUS                  -> viable=0|1 container=0|1
  *   set_container G           VFIO_GROUP_SET_CONTAINER
  *   unset_container G         VFIO_GROUP_UNSET_CONTAINER
  *   set_iommu                 VFIO_SET_IOMMU(VFIO_TYPE1v2_IOMMU)
@@ -45,7 +48,7 @@
 #define MAX_SLOTS 16
 
 struct group { int id; int fd; };
-struct device { char bdf[32]; int fd; volatile uint8_t *bar0; size_t bar0_size; };
+struct device { char bdf[32]; int group; int fd; volatile uint8_t *bar0; size_t bar0_size; };
 struct mapping { uint64_t iova; uint64_t size; uint8_t *buf; };
 
 static int container = -1;
@@ -102,6 +105,12 @@ static void do_container(void)
 {
 	int fd = open("/dev/vfio/vfio", O_RDWR | O_CLOEXEC);
 
+	if (container >= 0) {
+		if (fd >= 0)
+			close(fd);
+		result("container", -EBUSY, "guard=1 why=open");
+		return;
+	}
 	if (fd < 0) {
 		result("container", -errno, NULL);
 		return;
@@ -116,8 +125,6 @@ static void do_container(void)
 		result("container", -EINVAL, "why=no_type1v2");
 		return;
 	}
-	if (container >= 0)
-		close(container);
 	container = fd;
 	result("container", 0, NULL);
 }
@@ -155,16 +162,42 @@ static void group_ioctl(const char *op, int id, unsigned long request, void *arg
 	struct group *g = find_group(id);
 
 	if (!g) {
-		result(op, -EBADF, "group=%d why=not_open", id);
+		result(op, -EBADF, "group=%d guard=1 why=not_open", id);
 		return;
 	}
 	result(op, ioctl(g->fd, request, arg) ? -errno : 0, "group=%d", id);
 }
 
+static int group_in_container(struct group *g)
+{
+	struct vfio_group_status status = { .argsz = sizeof(status) };
+
+	return !ioctl(g->fd, VFIO_GROUP_GET_STATUS, &status) &&
+	       (status.flags & VFIO_GROUP_FLAGS_CONTAINER_SET);
+}
+
+static void do_status(int id)
+{
+	struct vfio_group_status status = { .argsz = sizeof(status) };
+	struct group *g = find_group(id);
+
+	if (!g) {
+		result("status", -EBADF, "group=%d guard=1 why=not_open", id);
+		return;
+	}
+	if (ioctl(g->fd, VFIO_GROUP_GET_STATUS, &status)) {
+		result("status", -errno, "group=%d", id);
+		return;
+	}
+	result("status", 0, "group=%d viable=%d container=%d", id,
+	       !!(status.flags & VFIO_GROUP_FLAGS_VIABLE),
+	       !!(status.flags & VFIO_GROUP_FLAGS_CONTAINER_SET));
+}
+
 static void do_set_iommu(void)
 {
 	if (container < 0) {
-		result("set_iommu", -EBADF, "why=no_container");
+		result("set_iommu", -EBADF, "guard=1 why=no_container");
 		return;
 	}
 	result("set_iommu", ioctl(container, VFIO_SET_IOMMU, VFIO_TYPE1v2_IOMMU) ? -errno : 0,
@@ -181,7 +214,7 @@ static void do_map(uint64_t iova, uint64_t size)
 		if (!mappings[i].buf)
 			m = &mappings[i];
 	if (!m || container < 0) {
-		result("map", m ? -EBADF : -ENOSPC, NULL);
+		result("map", m ? -EBADF : -ENOSPC, "guard=1");
 		return;
 	}
 	buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -212,7 +245,7 @@ static void do_unmap(uint64_t iova, uint64_t size)
 	struct mapping *m = find_mapping(iova);
 
 	if (container < 0) {
-		result("unmap", -EBADF, NULL);
+		result("unmap", -EBADF, "guard=1");
 		return;
 	}
 	unmap.iova = iova;
@@ -259,8 +292,8 @@ static void do_device(int id, const char *bdf)
 	for (int i = 0; i < MAX_SLOTS && !d; i++)
 		if (devices[i].fd <= 0)
 			d = &devices[i];
-	if (!g || !d) {
-		result("device", g ? -ENOSPC : -EBADF, "dev=%s", bdf);
+	if (!g || !d || find_device(bdf)) {
+		result("device", !g ? -EBADF : !d ? -ENOSPC : -EBUSY, "dev=%s guard=1", bdf);
 		return;
 	}
 	fd = ioctl(g->fd, VFIO_GROUP_GET_DEVICE_FD, bdf);
@@ -293,6 +326,7 @@ static void do_device(int id, const char *bdf)
 		return;
 	}
 	snprintf(d->bdf, sizeof(d->bdf), "%s", bdf);
+	d->group = id;
 	d->fd = fd;
 	d->bar0 = bar;
 	d->bar0_size = region.size;
@@ -335,7 +369,7 @@ static void do_dma(const char *bdf, uint64_t iova, uint64_t len)
 	int rc;
 
 	if (!d || !m || iova + 2 * len > m->iova + m->size || len > 4096) {
-		result("dma", d ? -EINVAL : -EBADF, "dev=%s why=%s", bdf,
+		result("dma", d ? -EINVAL : -EBADF, "dev=%s guard=1 why=%s", bdf,
 		       !d ? "no_device" : !m ? "unmapped" : "too_long");
 		return;
 	}
@@ -361,7 +395,7 @@ static void do_dma_to(const char *bdf, uint64_t iova, uint64_t len)
 	int rc;
 
 	if (!d) {
-		result("dma_to", -EBADF, "dev=%s", bdf);
+		result("dma_to", -EBADF, "dev=%s guard=1", bdf);
 		return;
 	}
 	rc = edu_transfer(d, EDU_BUFFER, iova, len, EDU_DMA_TO_RAM);
@@ -373,7 +407,7 @@ static void do_close_device(const char *bdf)
 	struct device *d = find_device(bdf);
 
 	if (!d) {
-		result("close_device", -EBADF, "dev=%s", bdf);
+		result("close_device", -EBADF, "dev=%s guard=1", bdf);
 		return;
 	}
 	munmap((void *)d->bar0, d->bar0_size);
@@ -387,9 +421,14 @@ static void do_close_group(int id)
 	struct group *g = find_group(id);
 
 	if (!g) {
-		result("close_group", -EBADF, "group=%d", id);
+		result("close_group", -EBADF, "group=%d guard=1", id);
 		return;
 	}
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (devices[i].fd > 0 && devices[i].group == id) {
+			result("close_group", -EBUSY, "group=%d guard=1 why=devices_open", id);
+			return;
+		}
 	close(g->fd);
 	memset(g, 0, sizeof(*g));
 	result("close_group", 0, "group=%d", id);
@@ -398,9 +437,14 @@ static void do_close_group(int id)
 static void do_close_container(void)
 {
 	if (container < 0) {
-		result("close_container", -EBADF, NULL);
+		result("close_container", -EBADF, "guard=1");
 		return;
 	}
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (groups[i].fd > 0 && group_in_container(&groups[i])) {
+			result("close_container", -EBUSY, "guard=1 why=groups_in_it");
+			return;
+		}
 	close(container);
 	container = -1;
 	for (int i = 0; i < MAX_SLOTS; i++)  /* the mappings went with the container */
@@ -422,6 +466,8 @@ static void run_line(char *line)
 		do_container();
 	else if (!strcmp(op, "group") && n >= 2)
 		do_group(atoi(a));
+	else if (!strcmp(op, "status") && n >= 2)
+		do_status(atoi(a));
 	else if (!strcmp(op, "set_container") && n >= 2)
 		group_ioctl(op, atoi(a), VFIO_GROUP_SET_CONTAINER, &container);
 	else if (!strcmp(op, "unset_container") && n >= 2)

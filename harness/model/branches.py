@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from .state import Profile
 
 IOMMU_C = "drivers/iommu/iommu.c"
+VFIO_C = "drivers/vfio/vfio_main.c (6.1), group.c (6.12+)"
+CONTAINER_C = "drivers/vfio/container.c"
 Applies = Callable[[Profile, bool], bool]  # (profile, the platform is SMMUv3)
 
 
@@ -173,6 +175,33 @@ BRANCHES: tuple[Branch, ...] = (
            "-EIO: another domain translates the device"),
     Branch("dma.fault", "drivers/iommu/intel/dmar.c:dmar_fault / arm-smmu-v3.c:"
            "arm_smmu_evtq_thread", "the IOMMU reports the unmapped access"),
+    # VFIO's group and container interface (model/vfio.py)
+    Branch("vfio.no_group_file", f"{VFIO_C}:vfio_register_group_dev",
+           "-ENOENT: no device of the group is bound to vfio-pci, so no /dev/vfio/N"),
+    Branch("vfio.group_open_once", f"{VFIO_C}:vfio_group_fops_open",
+           "-EBUSY: the group is open already"),
+    Branch("vfio.viable", f"{VFIO_C}:vfio_group_ioctl_get_status",
+           "viable: in a container, or nobody claimed the group's DMA ownership"),
+    Branch("vfio.not_viable", f"{VFIO_C}:vfio_group_ioctl_get_status",
+           "not viable: a kernel driver or another owner counts on the group"),
+    Branch("vfio.container_set", f"{VFIO_C}:vfio_group_ioctl_set_container",
+           "-EINVAL: the group is in a container already"),
+    Branch("vfio.no_container", f"{VFIO_C}:vfio_group_ioctl_unset_container",
+           "-EINVAL: the group is in no container"),
+    Branch("vfio.devices_open", f"{VFIO_C}:vfio_group_ioctl_unset_container",
+           "-EBUSY: a device of the group is open (container_users)"),
+    Branch("vfio.leave", f"{CONTAINER_C}:vfio_group_detach_container",
+           "the group is detached and its DMA ownership released"),
+    Branch("vfio.set_iommu_refused", f"{CONTAINER_C}:vfio_ioctl_set_iommu",
+           "-EINVAL: no group in the container, or its backend is set"),
+    Branch("vfio.no_backend", f"{CONTAINER_C}:vfio_fops_unl_ioctl",
+           "-EINVAL: a map or unmap before VFIO_SET_IOMMU"),
+    Branch("vfio.map_overlap", "drivers/vfio/vfio_iommu_type1.c:vfio_dma_do_map",
+           "-EEXIST: the range overlaps a mapping"),
+    Branch("vfio.device_not_vfio", f"{VFIO_C}:vfio_device_get_from_name",
+           "-ENODEV: the device is not bound to vfio-pci"),
+    Branch("vfio.device_no_backend", f"{CONTAINER_C}:vfio_device_assign_container",
+           "-EINVAL: no container, or the container has no backend yet"),
 )
 BY_ID = {b.id: b for b in BRANCHES}
 

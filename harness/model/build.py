@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 # drivers/vfio/pci/vfio_pci.c set it; shpchp (drivers/pci/hotplug/shpchp_core.c) and ordinary
 # drivers do not.
 OWNING_DRIVERS = frozenset({"ih_edu_owned", "pci-stub", "vfio-pci", "pcieport"})
+VFIO_DRIVER = "vfio-pci"
 
 
 def driver_kind(name: str | None) -> str:
@@ -52,13 +53,16 @@ def build_model(scenario: Scenario, platform: Platform, profile: Profile,
     alias = {device_bdf(topo, d): bridges[d.bridge] for d in topo.devices if d.bridge}
     births = {device_bdf(topo, d): f"alias:{bridges[d.bridge]}" if d.bridge
               else f"slot:{d.slot}" for d in topo.devices} if at_probe else {}
-    return Model(profile, platform.groups_need_driver, groups, kinds, group_types, auto_type,
-                 alias, births)
+    model = Model(profile, platform.groups_need_driver, groups, kinds, group_types, auto_type,
+                  alias, births)
+    model.state.vfio.bound = {bdf for bdf, name in drivers.items() if name == VFIO_DRIVER}
+    return model
 
 
 def model_bind(model: Model, bdf: str, kind: str, via: str = "bind") -> int:
     """Rebinding a device in the model: unbind (a DMA-API driver gives its count back), then
-    bind (``kind``: owned, dma_api or none); a DMA-API driver's probe calls
+    bind (``kind``: owned, vfio, dma_api or none; vfio-pci is an owning driver that also
+    gives the group its /dev/vfio/N); a DMA-API driver's probe calls
     iommu_device_use_default_domain (drivers/iommu/iommu.c), -EBUSY when the group is owned or
     off its default domain. That -EBUSY comes from dma_configure, before the driver's probe,
     so it stays negative (drivers/base/dd.c: really_probe turns only probe() errors positive):
@@ -73,6 +77,7 @@ def model_bind(model: Model, bdf: str, kind: str, via: str = "bind") -> int:
     if state.drivers.get(bdf) == DMA_API and g is not None:
         g.owner_cnt = max(0, g.owner_cnt - 1)
     state.drivers[bdf] = NO_DRIVER
+    state.vfio.bound.discard(bdf)
     if kind == "dma_api":
         # 6.12 also refuses while PASIDs are attached (g.pasids is empty on 6.1).
         if g is not None and g.owner_cnt and (g.owner is not None or g.domain != "default"
@@ -83,6 +88,8 @@ def model_bind(model: Model, bdf: str, kind: str, via: str = "bind") -> int:
             g.owner_cnt += 1
             model.hit("bind.counts")
         state.drivers[bdf] = DMA_API
-    elif kind == "owned":
+    elif kind in ("owned", "vfio"):
         state.drivers[bdf] = OWNED
+        if kind == "vfio":
+            state.vfio.bound.add(bdf)
     return 0

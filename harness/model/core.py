@@ -19,7 +19,6 @@ from __future__ import annotations
 import inspect
 from collections.abc import Callable
 
-from .dma import DmaRules
 from .domains import DomainRules
 from .ownership import OwnershipRules
 from .pasid import PasidRules
@@ -40,6 +39,7 @@ from .state import (
     NO_DRIVER,
     OWNED,
     TYPE_REQUESTS,
+    VFIO_DOMAIN,
     Group,
     Hold,
     Outcome,
@@ -48,6 +48,7 @@ from .state import (
     _int,
 )
 from .sysfs_type import TypeRules
+from .vfio import VFIO_OWNER, VfioRules
 
 __all__ = ["BLOCKING", "DEFAULT", "DMA_API", "DOMAIN_TYPES", "EBUSY", "EEXIST", "EINVAL", "EIO",
            "ENODEV", "ENOENT", "ENOSPC", "EOPNOTSUPP", "EPERM", "NO_DRIVER", "OPERATIONS",
@@ -55,7 +56,7 @@ __all__ = ["BLOCKING", "DEFAULT", "DMA_API", "DOMAIN_TYPES", "EBUSY", "EEXIST", 
            "Profile", "State", "_int"]
 
 
-class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, DmaRules):
+class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, VfioRules):
     def reset(self) -> Outcome:
         for h in list(self.state.holds):
             g = self.state.groups[h.group]
@@ -64,10 +65,12 @@ class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, DmaRules):
             elif h.kind in ("claim_group", "claim_dev"):
                 g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
         for g in self.state.groups.values():
+            if g.owner == VFIO_OWNER:
+                continue  # the module's reset leaves VFIO's claim alone
             g.owner_cnt = sum(1 for d in g.members if self.state.drivers.get(d) == DMA_API)
             g.pasids.clear()
         self.state.holds.clear()
-        self.state.maps.clear()
+        self.state.maps = {k: v for k, v in self.state.maps.items() if k[0] == VFIO_DOMAIN}
         self.state.domains.clear()
         return Outcome.ok()
 
@@ -81,6 +84,8 @@ class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, DmaRules):
             return "identity" if g.dtype == "identity" else "default"
         if g.domain == BLOCKING:
             return self.profile.blocking_name()
+        if g.domain == VFIO_DOMAIN:
+            return "unmanaged"  # VFIO's type1 domain, not one of the module's handles
         return f"@{g.domain}"
 
     def type_of(self, dev: str) -> str:
@@ -117,6 +122,15 @@ _DISPATCH: dict[str, Callable[..., Outcome]] = {
     "raw_release_group": Model.raw_release_group, "replace": Model.replace,
     "attach_pasid": Model.attach_pasid, "detach_pasid": Model.detach_pasid,
     "set_type": Model.set_type, "dma": Model.dma, "dma_raw": Model.dma_raw,
+    # VFIO from the guest's user space (ih-vfio), model/vfio.py
+    "vfio_container": Model.vfio_container, "vfio_group": Model.vfio_group,
+    "vfio_status": Model.vfio_status, "vfio_set_container": Model.vfio_set_container,
+    "vfio_unset_container": Model.vfio_unset_container, "vfio_set_iommu": Model.vfio_set_iommu,
+    "vfio_map": Model.vfio_map, "vfio_unmap": Model.vfio_unmap,
+    "vfio_device": Model.vfio_device, "vfio_dma": Model.vfio_dma,
+    "vfio_dma_to": Model.vfio_dma_to, "vfio_close_device": Model.vfio_close_device,
+    "vfio_close_group": Model.vfio_close_group,
+    "vfio_close_container": Model.vfio_close_container,
 }
 # Every operation the model (and so a scenario step) knows.
 OPERATIONS = tuple(_DISPATCH)

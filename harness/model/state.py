@@ -26,11 +26,13 @@ __all__ = [
     "NO_DRIVER",
     "OWNED",
     "TYPE_REQUESTS",
+    "VFIO_DOMAIN",
     "Group",
     "Hold",
     "Outcome",
     "Profile",
     "State",
+    "VfioState",
     "_int",
     "_valid_name",
 ]
@@ -82,6 +84,22 @@ class Hold:
     pasid: int = -1
 
 
+# The domain VFIO's type1 backend attaches to the groups of its container (one per container:
+# drivers/vfio/vfio_iommu_type1.c moves compatible groups onto one domain).
+VFIO_DOMAIN = "vfio:type1"
+
+
+@dataclass
+class VfioState:
+    """What the guest's VFIO user (guest_modules/tools/ih-vfio.c) holds, and the devices bound
+    to vfio-pci (each one's group has a /dev/vfio/N)."""
+    bound: set[str] = field(default_factory=set)
+    container: bool = False  # /dev/vfio/vfio is open
+    iommu: bool = False  # VFIO_SET_IOMMU done: the container has its type1 backend
+    groups: dict[int, bool] = field(default_factory=dict)  # open group → set in the container
+    devices: set[str] = field(default_factory=set)  # open device fds, by device
+
+
 @dataclass
 class State:
     groups: dict[int, Group]
@@ -90,6 +108,7 @@ class State:
     domains: dict[str, bool] = field(default_factory=dict)  # handle → finalised (attached once)
     holds: list[Hold] = field(default_factory=list)
     maps: dict[tuple[str, int], int] = field(default_factory=dict)  # (handle, iova) → size
+    vfio: VfioState = field(default_factory=VfioState)
 
     def group_of(self, dev: str) -> Group | None:
         gid = self.device_group.get(dev)
