@@ -33,6 +33,8 @@ _STEP_KEYS = {"op", "bind", "via", "observe", "expect", "state", "types", "event
 _TOP_KEYS = {"name", "description", "topology", "profiles", "platforms", "bind", "step"}
 # Operations the harness performs from the guest's shell rather than through ih_attach.
 SHELL_OPS = ("set_type",)
+# Calls of the guest's VFIO user (guest_modules/tools/ih-vfio.c), not of ih_attach.
+VFIO_OPS = tuple(op for op in OPERATIONS if op.startswith("vfio_"))
 
 
 @dataclass(frozen=True)

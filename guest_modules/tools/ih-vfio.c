@@ -462,7 +462,7 @@ static void run_line(char *line)
 
 	if (n < 1)
 		return;
-	if (!strcmp(op, "container"))
+	if (!strcmp(op, "container") && n >= 1)
 		do_container();
 	else if (!strcmp(op, "group") && n >= 2)
 		do_group(atoi(a));
@@ -472,7 +472,7 @@ static void run_line(char *line)
 		group_ioctl(op, atoi(a), VFIO_GROUP_SET_CONTAINER, &container);
 	else if (!strcmp(op, "unset_container") && n >= 2)
 		group_ioctl(op, atoi(a), VFIO_GROUP_UNSET_CONTAINER, NULL);
-	else if (!strcmp(op, "set_iommu"))
+	else if (!strcmp(op, "set_iommu") && n >= 1)
 		do_set_iommu();
 	else if (!strcmp(op, "map") && n >= 3)
 		do_map(strtoull(a, NULL, 0), strtoull(b, NULL, 0));
@@ -488,7 +488,7 @@ static void run_line(char *line)
 		do_close_device(a);
 	else if (!strcmp(op, "close_group") && n >= 2)
 		do_close_group(atoi(a));
-	else if (!strcmp(op, "close_container"))
+	else if (!strcmp(op, "close_container") && n >= 1)
 		do_close_container();
 	else
 		result(op, -EINVAL, "why=unknown_command");

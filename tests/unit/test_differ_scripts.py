@@ -184,8 +184,8 @@ def test_bind_script_is_valid_shell(kind: str, via: str) -> None:
 
 
 def test_bind_script_rejects_an_unknown_kind() -> None:
-    with pytest.raises(ValueError, match="vfio"):
-        bind_script(A, "vfio")
+    with pytest.raises(ValueError, match="nvme"):
+        bind_script(A, "nvme")
 
 
 @needs_sh

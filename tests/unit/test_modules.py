@@ -23,7 +23,7 @@ from harness.modules import (
     read_module,
 )
 from harness.platforms import X86_64_VTD
-from harness.scenario import SHELL_OPS
+from harness.scenario import SHELL_OPS, VFIO_OPS
 from tests.conftest import DATA
 
 X86 = read_module(DATA / "ih_smoke-6.1.0-56-amd64.ko")
@@ -133,6 +133,19 @@ def test_the_modules_operations_are_the_models() -> None:
     module = {name: int(arity) for name, arity, handler in
               re.findall(r'\{ "(\w+)", (\d), do_(\w+) \}', table) if name == handler}
     assert len(module) == table.count("{ \"")  # every entry parsed, each with its own handler
-    model = {name: len(args) for name, args in OPERATION_ARGS.items() if name not in SHELL_OPS}
+    model = {name: len(args) for name, args in OPERATION_ARGS.items()
+             if name not in SHELL_OPS + VFIO_OPS}
     assert {k: v for k, v in module.items() if k not in ("state", "members")} == model
     assert module["state"] == module["members"] == 1
+
+
+def test_the_vfio_helpers_commands_are_the_models() -> None:
+    # ih-vfio.c's commands and the model's vfio_* operations cannot drift: the same names,
+    # each taking the model's arguments (a group command takes the group the step finds for
+    # the device the model names; "device" takes both).
+    source = (GUEST_MODULES_DIR / "tools" / "ih-vfio.c").read_text()
+    helper = {name: int(n) - 1 for name, n in
+              re.findall(r'!strcmp\(op, "(\w+)"\) && n >= (\d)\)', source)}
+    model = {name.removeprefix("vfio_"): len(OPERATION_ARGS[name]) for name in VFIO_OPS}
+    model["device"] += 1  # the group, then the device
+    assert helper == model

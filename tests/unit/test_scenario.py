@@ -22,6 +22,7 @@ from harness.steps import (
     Operation,
     Step,
     TypeWrite,
+    VfioCall,
     Via,
     resolve,
 )
@@ -34,7 +35,8 @@ CATALOGUE = sorted((Path(__file__).parent.parent / "scenarios").glob("*.toml"))
 def test_catalogue_parses(path: Path) -> None:
     s = load_scenario(path, X86_64_VTD)
     assert s.steps and s.name
-    assert all(isinstance(st.action, Operation | TypeWrite | Bind | Observe) for st in s.steps)
+    kinds = Operation | TypeWrite | Bind | Observe | VfioCall
+    assert all(isinstance(st.action, kinds) for st in s.steps)
 
 
 def test_device_ids_resolve_to_addresses() -> None:
@@ -51,7 +53,7 @@ def test_device_ids_resolve_to_addresses() -> None:
     ('[[step]]\nop = "free d"\nbind = { edu0 = "owned" }\n',
      "exactly one of 'op', 'bind' and 'observe'"),
     ('[[step]]\nbind = { edu9 = "owned" }\n', "unknown device 'edu9'"),
-    ('[[step]]\nbind = { edu0 = "vfio" }\n', "unknown driver kind 'vfio'"),
+    ('[[step]]\nbind = { edu0 = "nvme" }\n', "unknown driver kind 'nvme'"),
     ('[[step]]\nop = "free d"\nexpect = "ENOPE"\n', "step 1: expect 'ENOPE' is not an errno name"),
     ('[[step]]\nop = "free d"\nstate = { edu9 = "@d" }\n', "step 1: state must map device ids"),
     ('[[step]]\nop = "free d"\nevents = "dmar_fault"\n', "step 1: events must be a list"),
