@@ -53,6 +53,7 @@ bench: deps
 	$(PY) bench/restore.py --kernel debian:6.1 --kernel debian:7.2 --catalogue
 	$(PY) bench/model.py
 	$(PY) bench/run.py --jobs 1,2
+	$(PY) bench/vfio.py --platform x86_64-vtd --platform aarch64-smmuv3
 
 clean:
 	rm -rf out .pytest_cache .mypy_cache .ruff_cache

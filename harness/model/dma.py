@@ -33,8 +33,13 @@ class DmaRules(ModelBase):
             return "identity"
         return g.domain
 
+    def _edu_bound(self, dev: str) -> bool:
+        """The module drives edu's DMA engine only through its own drivers (ih_attach.c:
+        bound_dev): a device on vfio-pci is not one of them."""
+        return self.state.drivers.get(dev) in (DMA_API, OWNED) and dev not in self.state.vfio.bound
+
     def dma(self, dev: str, handle: str, iova: str, length: str) -> Outcome:
-        if self.state.drivers.get(dev) not in (DMA_API, OWNED):
+        if not self._edu_bound(dev):
             return Outcome.guarded(ENODEV)
         if handle not in self.state.domains:
             return Outcome.guarded(ENOENT)
@@ -57,7 +62,7 @@ class DmaRules(ModelBase):
         return Outcome(-EIO, fault=self._faults(domain, start, count))
 
     def dma_raw(self, dev: str, iova: str, direction: str) -> Outcome:
-        if self.state.drivers.get(dev) not in (DMA_API, OWNED):
+        if not self._edu_bound(dev):
             return Outcome.guarded(ENODEV)
         start = _int(iova)
         if direction not in ("to_ram", "from_ram"):
