@@ -55,8 +55,9 @@ def test_validate_flags_the_series_and_names_the_patch(repo: Path, broken: list[
                "--per-patch", "--scenario", str(SCENARIO), str(CONTROL), "--fuzz-steps", "10",
                "--out", str(out), cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
-    assert "newly failing (1):" in proc.stdout
-    assert "attach_device refused on a multi-device group: pass -> " in proc.stdout
+    assert "newly failing (" in proc.stdout  # the scenario, and the fuzz budget may catch it too
+    assert "attach_device refused on a multi-device group: pass -> fail" in proc.stdout
+    assert "step 2 attach_dev d edu2: disagree: kernel returned 0" in proc.stdout
     assert f"first patch that changed the result: {broken[2][:7]}" in proc.stdout
     # each side ran on the tree as built from our fragments, and says which state it was
     base_run = json.loads((out / "base" / "results.json").read_text())["runs"][0]
