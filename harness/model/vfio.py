@@ -69,18 +69,28 @@ class VfioRules(DmaRules):
         g.domain = VFIO_DOMAIN
         return self.hit("attach.ok")
 
-    def _vfio_release(self, g: Group) -> None:
-        """The group leaves the container: detached, its ownership released
-        (vfio_group_detach_container → iommu_detach_group, iommu_group_release_dma_owner);
-        the last group out takes the backend and its mappings with it."""
+    def _vfio_release(self, g: Group) -> str:
+        """The group leaves the container (vfio_group_detach_container): the backend's detach
+        (iommu_detach_group: the core domain, whatever is attached), then
+        iommu_group_release_dma_owner, which releases whoever owns the group, or WARNs when
+        nobody does (a raw release took VFIO's claim away). The last group out takes the
+        backend and its mappings with it. Returns the WARN's function, or ""."""
         vfio = self.state.vfio
+        if vfio.iommu:
+            g.domain = self._core_domain(g)
         vfio.groups[g.id] = False
-        if g.owner == VFIO_OWNER:
+        warn = ""
+        if not g.owner_cnt or g.owner is None or g.pasids:
+            warn = self.profile.release_warn
+            self.hit("raw_release_group.warn")
+        else:
             g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
-        self.hit("vfio.leave")
+            self._resync(g)
+            self.hit("vfio.leave")
         if not any(vfio.groups.values()) and vfio.iommu:
             vfio.iommu = False
             self.state.maps = {k: v for k, v in self.state.maps.items() if k[0] != VFIO_DOMAIN}
+        return warn
 
     def _in_container(self) -> list[Group]:
         return [self.state.groups[gid] for gid, on in self.state.vfio.groups.items() if on]
@@ -144,8 +154,7 @@ class VfioRules(DmaRules):
             return self.hit("vfio.no_container", Outcome(-EINVAL))
         if any(self.state.group_of(d) is g for d in self.state.vfio.devices):
             return self.hit("vfio.devices_open", Outcome(-EBUSY))
-        self._vfio_release(g)
-        return Outcome.ok()
+        return Outcome(0, warn=self._vfio_release(g))
 
     def vfio_set_iommu(self) -> Outcome:
         vfio = self.state.vfio
@@ -172,10 +181,11 @@ class VfioRules(DmaRules):
             return g
         if any(self.state.group_of(d) is g for d in self.state.vfio.devices):
             return Outcome.guarded(EBUSY)
+        warn = ""
         if self.state.vfio.groups[g.id]:
-            self._vfio_release(g)  # vfio_group_fops_release → vfio_group_detach_container
+            warn = self._vfio_release(g)  # vfio_group_fops_release → detach_container
         del self.state.vfio.groups[g.id]
-        return Outcome.ok()
+        return Outcome(0, warn=warn)
 
     def vfio_close_container(self) -> Outcome:
         vfio = self.state.vfio

@@ -146,3 +146,18 @@ def test_answers() -> None:
     assert VfioCall("vfio_device edu0").answer("device -19 dev=x\n") == (-ENODEV, False)
     assert VfioCall("vfio_close_group edu0").answer("close_group -9 group=2 guard=1\n") == \
         (-EBADF, True)
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+def test_a_raw_release_takes_vfios_claim_away(profile: str) -> None:
+    """raw_release_group drops VFIO's ownership and domain; VFIO's own release then WARNs
+    where the version checks the owner, and changes nothing."""
+    m = model(profile)
+    assert rcs(m, *READY, f"raw_release_group {E0}") == [0] * 7
+    assert m.domain_of(E0) == "default" and m.state.groups[2].owner is None
+    dma = m.apply(f"vfio_dma {E0} 0x100000 0x100")
+    assert (dma.rc, dma.fault) == (-EIO, True)
+    m.apply(f"vfio_close_device {E0}")
+    closed = m.apply(f"vfio_close_group {E0}")
+    assert (closed.rc, closed.warn) == (0, get_profile(profile).release_warn)
+    assert m.domain_of(E0) == "default"
