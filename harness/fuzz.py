@@ -6,9 +6,9 @@ operation alphabet is shared with the hypothesis state machine of the integratio
 
 from __future__ import annotations
 
+import json
 import random
 import re
-import shlex
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -21,7 +21,7 @@ from .model import Profile
 from .model.profiles import ProfileChoice
 from .results import Outcome, ScenarioResult, StepResult, outcome_of
 from .scenario import Scenario
-from .steps import Step
+from .steps import DriverChoice, Step
 
 HANDLES = ("a", "b")
 # Each operation the fuzzer draws, its words from DOMAINS ({dev}: the topology's devices).
@@ -40,6 +40,13 @@ TEMPLATES = (
     "dma {dev} {handle} 0x100000 0x100", "dma_raw {dev} {raw_iova} to_ram",
     # Writes to the group's sysfs type (each sequence starts on a pristine guest).
     "set_type {dev} {type}",
+    # VFIO from the guest's user space (ih-vfio), on whichever device: the fuzz base puts one
+    # device on vfio-pci (FUZZ_VFIO), so its group's calls go deep and the others' are refused.
+    "vfio_container", "vfio_group {vdev}", "vfio_status {vdev}", "vfio_set_container {vdev}",
+    "vfio_unset_container {vdev}", "vfio_set_iommu", "vfio_map {map_iova} 0x10000",
+    "vfio_unmap {map_iova} 0x10000", "vfio_device {vdev}", "vfio_dma {vdev} {map_iova} 0x100",
+    "vfio_dma_to {vdev} {raw_iova} 0x40", "vfio_close_device {vdev}",
+    "vfio_close_group {vdev}", "vfio_close_container",
 )
 # The attach and ownership calls alone: what a wrong attach rule needs to be caught.
 ATTACH_TEMPLATES = TEMPLATES[:8]
@@ -50,6 +57,16 @@ DOMAINS: dict[str, tuple[str, ...]] = {
 SETUP = ("alloc a {dev0}", "alloc b {dev1}")  # both handles exist from the start
 
 
+def fuzz_bindings(devices: Sequence[str]) -> tuple[tuple[str, DriverChoice], ...]:
+    """The fuzz base's drivers: the second device on vfio-pci, every other one on the owning
+    edu driver (so the module's operations and VFIO's both reach every rule)."""
+    return tuple((d, DriverChoice.VFIO if i == FUZZ_VFIO else DriverChoice.OWNED)
+                 for i, d in enumerate(devices))
+
+
+FUZZ_VFIO = 1  # the index of the device the fuzz base binds to vfio-pci
+
+
 def fields(template: str) -> list[str]:
     return re.findall(r"\{(\w+)\}", template)
 
@@ -58,7 +75,10 @@ def draw(rng: random.Random, devices: Sequence[str],
          templates: Sequence[str] = TEMPLATES) -> str:
     """One random operation (pure, given the generator)."""
     template = rng.choice(templates)
-    domains: Mapping[str, Sequence[str]] = {**DOMAINS, "dev": devices}
+    # {vdev}: the device on vfio-pci three times in four, so VFIO's calls go deep
+    vfio = devices[min(FUZZ_VFIO, len(devices) - 1)]
+    domains: Mapping[str, Sequence[str]] = {**DOMAINS, "dev": devices,
+                                            "vdev": [vfio, vfio, vfio, *devices]}
     return template.format(**{f: rng.choice(domains[f]) for f in fields(template)})
 
 
@@ -77,11 +97,15 @@ def sequences(seed: int, steps: int, devices: Sequence[str],
     return out
 
 
-def scenario_toml(name: str, topology: str, lines: Sequence[str]) -> str:
-    """A ready scenario file for a sequence of operations (what a fuzzer prints)."""
+def scenario_toml(name: str, topology: str, lines: Sequence[str],
+                  bind: Sequence[tuple[str, str]] = ()) -> str:
+    """A ready scenario file for a sequence of operations (what a fuzzer prints), with the
+    drivers its devices were bound to."""
     out = [f"name = {name!r}".replace("'", '"'), f'topology = "{topology}"', ""]
+    if bind:
+        out += ["[bind]", *(f'{d} = "{k}"' for d, k in bind), ""]
     for line in lines:
-        out += ["[[step]]", f"op = {shlex.quote(line)}".replace("'", '"'), ""]
+        out += ["[[step]]", f"op = {json.dumps(line)}", ""]  # a JSON string is a TOML one
     return "\n".join(out)
 
 
@@ -129,7 +153,8 @@ def run_fuzz(start: Callable[[int], Guest], fuzz: Fuzz, choice: ProfileChoice,
                                duration=time.monotonic() - began)
         if failed:
             repro = scenario_toml(f"fuzz reproducer ({choice.profile.name}, seed "
-                                  f"{fuzz.seed})", fuzz.base.topology.name, lines[:failed])
+                                  f"{fuzz.seed})", fuzz.base.topology.name, lines[:failed],
+                                  [(d, str(k)) for d, k in fuzz.base.bind])
             return replace(result, outcome=outcome_of(done), steps=tuple(done), detail=repro,
                            duration=time.monotonic() - began, kernel_log="".join(logs))
     return replace(result, outcome=outcome_of(done) if done else Outcome.PASS,

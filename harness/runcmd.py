@@ -15,7 +15,7 @@ from pathlib import Path
 from .coverage import coverage, format_coverage
 from .debian.fetch import resolve_spec
 from .errors import ConfigError, HarnessError
-from .fuzz import Fuzz
+from .fuzz import Fuzz, fuzz_bindings
 from .guest import Guest
 from .kfragments import OPTIONAL
 from .matrix import Job, parse_shard, plan, shard
@@ -37,7 +37,6 @@ from .results import (
 from .runner import run_on_guests
 from .scenario import Scenario, load_scenario, topology_file
 from .srctree import check_tree
-from .steps import DriverChoice
 from .topology import load_topology
 
 CATALOGUE = Path(__file__).resolve().parent.parent / "tests" / "scenarios"
@@ -136,7 +135,7 @@ def _run_job(args: argparse.Namespace, job: Job, out: Path,
     if job.fuzz_steps:
         topology = load_topology(job.topology, platform)
         base = Scenario(name="fuzz", path=job.topology, topology=topology, steps=(),
-                        bind=tuple((d.id, DriverChoice.OWNED) for d in topology.devices),
+                        bind=fuzz_bindings([d.id for d in topology.devices]),
                         topology_path=job.topology)
         scenarios.append(Fuzz(base, job.fuzz_steps, args.fuzz_seed))
     request = GuestRequest(platform=job.platform, kernel=job.kernel, topology=job.topology,

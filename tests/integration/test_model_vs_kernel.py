@@ -17,7 +17,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, rule, run_state_machine_as_test
 
 from harness.differ import Differ, guest_profile, set_up
-from harness.fuzz import ATTACH_TEMPLATES, DOMAINS, TEMPLATES, fields, scenario_toml
+from harness.fuzz import (
+    ATTACH_TEMPLATES,
+    DOMAINS,
+    FUZZ_VFIO,
+    TEMPLATES,
+    fields,
+    fuzz_bindings,
+    scenario_toml,
+)
 from harness.guest import Guest
 from harness.model import Profile
 from harness.model.profiles import get_profile
@@ -41,7 +49,8 @@ def _ops(templates: tuple[str, ...]) -> st.SearchStrategy[str]:
     template, each word drawn in order, shrinking towards the first template and the first
     value of each word. (The draws are derandomized: this shape keeps the sequences the
     tests were tuned on.)"""
-    domains = {**DOMAINS, "dev": tuple(DEVICES)}
+    vfio = DEVICES[FUZZ_VFIO]
+    domains = {**DOMAINS, "dev": tuple(DEVICES), "vdev": (vfio, vfio, vfio, *DEVICES)}
 
     def fill(template: str) -> st.SearchStrategy[str]:
         names = fields(template)
@@ -133,9 +142,11 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
     ran: Counter[str] = Counter()
     deadline = time.monotonic() + FUZZ_SECONDS
     platform_preset = PLATFORMS[platform]
-    base = load_scenario(SCENARIOS[0], platform_preset)  # the default topology, all owned
+    base = load_scenario(SCENARIOS[0], platform_preset)  # the default topology
     topo: Topology = base.topology
-    empty = Scenario(name="fuzz", path=base.path, topology=topo, steps=(), bind=base.bind,
+    # the fuzz base's drivers: one device on vfio-pci (VFIO's calls), the others owned
+    bind = fuzz_bindings([d.id for d in topo.devices])
+    empty = Scenario(name="fuzz", path=base.path, topology=topo, steps=(), bind=bind,
                      topology_path=base.topology_path)
 
     class AttachMachine(RuleBasedStateMachine):
@@ -173,7 +184,8 @@ def fuzz(guest_pool: GuestPool, platform: str, kernel: str, profile: Profile | N
             guest_pool.accept(report.expected_events)  # a WARN the model predicted
             if not report.ok:
                 reproducer = scenario_toml(f"fuzz reproducer ({self.differ.profile.name})",
-                                           "default", self.lines)
+                                           "default", self.lines,
+                                           [(d, str(k)) for d, k in bind])
                 note(reproducer)
                 raise AssertionError(f"model and kernel disagree at step {report.index} "
                                      f"({op}): {'; '.join(p.text for p in report.problems)}\n"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from harness.fuzz import SETUP, TEMPLATES, scenario_toml, sequences
+from harness.fuzz import SETUP, TEMPLATES, fuzz_bindings, scenario_toml, sequences
 from harness.matrix import plan
 from harness.platforms import AARCH64_SMMUV3, X86_64_VTD
 from harness.scenario import load_scenario
@@ -31,7 +31,7 @@ def test_every_operation_is_drawn_and_every_draw_is_a_valid_step(tmp_path: Path)
     # A reproducer of any sequence is a scenario file that loads on both platforms.
     f = tmp_path / "repro.toml"
     for s in seqs[:40]:
-        f.write_text(scenario_toml("repro", "default", s))
+        f.write_text(scenario_toml("repro", "default", s, fuzz_bindings(DEVICES)))
         for platform in (X86_64_VTD, AARCH64_SMMUV3):
             assert [st.label for st in load_scenario(f, platform).steps] == s
 
