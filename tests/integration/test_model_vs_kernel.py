@@ -125,10 +125,19 @@ def test_a_group_born_at_first_probe_is_in_the_model(guest_pool: GuestPool, plat
         check_result(guest_pool, run_scenario(g, load_scenario(path, g.config.platform)))
 
 
+@pytest.mark.harness_platforms("x86_64-vtd", reason="two edu devices share a group only on "
+                               "VT-d (SMMUv3 gives the bridge's alias stream ID to one)")
+@pytest.mark.parametrize(("path", "kernel"), _catalogue("x86_64-vtd"),
+                         ids=_ids(_catalogue("x86_64-vtd")))
+def test_vtd_scenarios_agree_with_the_kernel(guest_pool: GuestPool, platform: str,
+                                             kernel: str, path: Path) -> None:
+    run_catalogue_scenario(guest_pool, platform, kernel, path)
+
+
 def test_every_scenario_is_in_the_catalogue() -> None:
     # A scenario restricted to a platform that has no test of its own above would never run.
     restricted = {tuple(tomllib.loads(p.read_text()).get("platforms", [])) for p in SCENARIOS}
-    assert restricted <= {(), ("aarch64-smmuv3",)}
+    assert restricted <= {(), ("aarch64-smmuv3",), ("x86_64-vtd",)}
 
 
 # A wall-clock bound per fuzzing run besides the example budget: once it is spent the
