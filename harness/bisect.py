@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import time
 from pathlib import Path
 
 from .compare import EXIT_FOR, bisect_verdict, findings, pick_signature
-from .errors import BuildError, ConfigError, HarnessError
+from .errors import BuildError, ConfigError, HarnessError, KernelError
 from .platforms import PLATFORMS
 from .prepare import out_root
 from .results import RunResults
@@ -135,14 +136,26 @@ def cmd_bisect(args: argparse.Namespace) -> int:
                                      "spec": spec_json(spec)}, indent=1) + "\n")
         git(tree, "bisect", "start", bad, good)
         proc = subprocess.run(
-            ["git", "-C", str(tree), "bisect", "run", sys.executable, "-m", "harness.cli",
-             "bisect-step", "--state", str(state)], capture_output=True, text=True,
-            errors="replace", stdin=subprocess.DEVNULL, check=False)
+            ["git", "-C", str(tree), "bisect", "run", *step_argv(state)], capture_output=True,
+            text=True, errors="replace", stdin=subprocess.DEVNULL, check=False,
+            env={**os.environ, "PYTHONPATH": str(HARNESS_ROOT)})
         log = git(tree, "bisect", "log", check=False)
         git(tree, "bisect", "reset", check=False)
     (out / "git-bisect-run.log").write_text(proc.stdout + proc.stderr)
     (out / "git-bisect.log").write_text(log)
     return _conclude(out, proc.stdout + proc.stderr, signature, repo)
+
+
+HARNESS_ROOT = Path(__file__).resolve().parent.parent
+# git bisect run reads 1-127 (but 125) as bad: whatever makes the step itself fail (it cannot
+# start, a Python error before its own handlers) must stop the bisection instead (255).
+STEP_GUARD = '"$@"; c=$?; case $c in 0|1|125) exit $c;; *) exit 255;; esac'
+
+
+def step_argv(state: Path) -> list[str]:
+    """What git bisect runs for each commit: bisect-step, its exit code guarded."""
+    return ["sh", "-c", STEP_GUARD, "sh", sys.executable, "-m", "harness.cli", "bisect-step",
+            "--state", str(state)]
 
 
 def first_bad(output: str) -> str | None:
@@ -174,6 +187,14 @@ def _conclude(out: Path, output: str, signature: str, repo: Path) -> int:
 
 def cmd_bisect_step(args: argparse.Namespace) -> int:
     """One commit, run by git bisect in the worktree (the current directory's repository)."""
+    try:
+        return _step(args)
+    except BaseException as exc:  # noqa: BLE001 - whatever it is, git bisect must stop
+        print(f"bisect-step: error: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_ABORT
+
+
+def _step(args: argparse.Namespace) -> int:
     started = time.monotonic()
     state = json.loads(args.state.read_text())
     spec = spec_from_json(state["spec"])
@@ -187,6 +208,8 @@ def cmd_bisect_step(args: argparse.Namespace) -> int:
         code = EXIT_FOR[verdict]
     except BuildError as exc:
         verdict, why, code = "skip", f"does not build: {exc.problem[:200]}", EXIT_FOR["skip"]
+    except KernelError as exc:  # it builds, but cannot run on the platform (config)
+        verdict, why, code = "skip", f"cannot run: {exc.problem[:200]}", EXIT_FOR["skip"]
     except HarnessError as exc:
         verdict, why, code = "error", str(exc)[:300], EXIT_ABORT
     except Exception as exc:  # noqa: BLE001 - a bug in a step must stop git bisect, not say bad

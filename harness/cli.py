@@ -39,6 +39,7 @@ from .results import RunResults, ScenarioResult, host_facts, now, results_json
 from .runcmd import add_run_arguments, cmd_report_merge, cmd_run
 from .runner import run_on_guests
 from .scenario import Scenario, load_scenario, topology_file
+from .selftest import add_selftest_arguments, cmd_selftest
 from .sysfs import compare_groups, comparison_json, format_comparison, side_by_side
 from .topology import predict_groups
 from .validate import add_validate_arguments, cmd_validate
@@ -120,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     bisect = sub.add_parser("bisect", help="git bisect run over a kernel repository for the "
                                            "first commit that shows a failure")
     add_bisect_arguments(bisect)
+    selftest = sub.add_parser("selftest", help="the kernel's iommufd selftest from a source "
+                                               "tree, inside a guest, a result per test")
+    add_selftest_arguments(selftest)
     step = sub.add_parser("bisect-step", help=argparse.SUPPRESS)  # what git bisect run runs
     add_step_arguments(step)
     kernels = sub.add_parser("kernels", help="the Debian kernel specs and what each resolves "
@@ -317,7 +321,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 COMMANDS = {"boot": cmd_boot, "groups": cmd_groups, "shell": cmd_shell,
             "scenario": cmd_scenario, "kernels": cmd_kernels, "profiles": cmd_profiles,
             "run": cmd_run, "report": cmd_report, "validate": cmd_validate,
-            "bisect": cmd_bisect, "bisect-step": cmd_bisect_step}
+            "bisect": cmd_bisect, "bisect-step": cmd_bisect_step, "selftest": cmd_selftest}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

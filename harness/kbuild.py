@@ -125,6 +125,13 @@ class SourceBuild:
             (self.obj / ".harness-state").write_text(state.key + "\n")
         return out
 
+    def headers(self) -> Path:
+        """``make headers_install`` into the build folder (for selftests built from the
+        tree): its ``usr/include``. Valid for the state built last."""
+        self._run(self.plan.make_argv(self.obj, "headers_install"), "installing headers",
+                  quiet=True)
+        return self.obj / "usr" / "include"
+
     def _configure(self, what: str) -> None:
         """tinyconfig + fragments + olddefconfig in a side folder; the build's .config is
         replaced only when it differs, so an unchanged configuration rebuilds nothing."""

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from . import cpio
 from .accel import choose_accel
 from .guest import GuestConfig
 from .image import build_image, guest_module_entries
@@ -45,6 +46,8 @@ class GuestRequest:
     boot_timeout: float = 90.0
     snapshot: bool = True  # start from a saved guest where one is (--no-snapshot: False)
     kconfig: tuple[str, ...] = ()  # optional fragments for a kernel source tree (--kconfig)
+    extra_files: tuple[tuple[str, Path], ...] = ()  # (path in the guest, host file), e.g. a
+    #                                                 selftest binary built from the tree
 
 
 def out_root(requested: Path | None = None) -> Path:
@@ -81,7 +84,10 @@ def prepare(request: GuestRequest, label: str = "") -> GuestConfig:
                             modules=request.modules, kconfig=request.kconfig)
     modules = build_modules(kernel, platform)
     tools = build_tools(platform)
-    image = build_image(kernel, platform, extra=guest_module_entries(kernel, modules, tools))
+    extra = [*guest_module_entries(kernel, modules, tools),
+             *(cpio.file(target.lstrip("/"), source.read_bytes(), 0o755)
+               for target, source in request.extra_files)]
+    image = build_image(kernel, platform, extra=extra)
     accel = choose_accel(request.accel, platform, kernel.boot_image)
     folder = guest_dir(out_root(request.out_root),
                        label or f"{platform.name}-{kernel.release}")

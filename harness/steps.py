@@ -17,7 +17,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
-from .attach import DRIVER_DMA_API, DRIVER_OWNED, batch_script, parse_results
+from .attach import (
+    DRIVER_DMA_API,
+    DRIVER_OWNED,
+    ResultParseError,
+    batch_script,
+    parse_results,
+)
 from .dmesg import Event
 from .model import Model
 from .model.build import model_bind
@@ -133,9 +139,10 @@ VFIO_GROUP_COMMANDS = frozenset({"group", "status", "set_container", "unset_cont
 VFIO_DEVICE_COMMANDS = frozenset({"device"})  # the group, then the device itself
 # Start the guest's VFIO user once per guest (it keeps its fds from step to step), detached
 # from the control shell, and wait for its FIFOs.
-VFIO_START = (f"[ -p {VFIO_DIR}/reply ] || {{ setsid ih-vfio serve {VFIO_DIR} </dev/null "
-              f">/dev/null 2>&1 & for i in $(seq 200); do [ -p {VFIO_DIR}/reply ] && break; "
-              "sleep 0.01; done; }")
+VFIO_START = (f"kill -0 \"$(cat {VFIO_DIR}/pid 2>/dev/null)\" 2>/dev/null || {{ "
+              f"rm -rf {VFIO_DIR}; setsid ih-vfio serve {VFIO_DIR} </dev/null >/dev/null 2>&1 & "
+              f"for i in $(seq 200); do [ -s {VFIO_DIR}/pid ] && break; sleep 0.01; done; }}")
+VFIO_REPLY_SECONDS = 30  # a call that has not answered by then: the helper is stuck
 
 
 @dataclass(frozen=True)
@@ -154,8 +161,9 @@ class VfioCall:
 
     def script(self, bdfs: Mapping[str, str]) -> str:
         command, *args = resolve(self.line, bdfs).removeprefix("vfio_").split()
-        send = (f"echo \"$c\" > {VFIO_DIR}/cmd && read -r r < {VFIO_DIR}/reply && "
-                "echo \"$r\"")
+        send = (f"echo \"$c\" > {VFIO_DIR}/cmd && if read -r -t {VFIO_REPLY_SECONDS} r < "
+                f"{VFIO_DIR}/reply; then echo \"$r\"; else echo \"${{c%% *}} -62 guard=1 "
+                "why=no_reply\"; fi")
         if command in VFIO_GROUP_COMMANDS | VFIO_DEVICE_COMMANDS and args:
             link = f"/sys/bus/pci/devices/{args[0]}/iommu_group"
             rest = args if command in VFIO_DEVICE_COMMANDS else args[1:]
@@ -165,7 +173,10 @@ class VfioCall:
         return f"{VFIO_START}; c={shlex.quote(' '.join([command, *args]))}; {send}"
 
     def answer(self, output: str) -> tuple[int | None, bool]:
-        result = parse_results(output)[-1]
+        results = parse_results(output)
+        if not results:
+            raise ResultParseError(f"ih-vfio gave no answer to {self.line!r}: {output[-200:]!r}")
+        result = results[-1]
         if result.op == "status" and result.rc == 0:
             return (0 if result.get("viable") == "1" else -errno.EPERM), False
         if result.op == "dma" and result.rc == 0 and result.get("verified") != "1":

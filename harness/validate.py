@@ -23,7 +23,7 @@ from .results import RunResults
 from .treerun import TreeRun, checked_scenarios, run_tree
 from .worktree import commit_of, git, repository, scratch, subject, try_git
 
-EXIT_OK, EXIT_WORSE, EXIT_HARNESS = 0, 1, 2
+EXIT_OK, EXIT_WORSE, EXIT_HARNESS = 0, 1, 2  # EXIT_HARNESS: also what run returns
 DEFAULT_FUZZ = 30
 
 
@@ -70,13 +70,11 @@ def _check(args: argparse.Namespace) -> tuple[Path, str, list[Path], TreeRun]:
     return repo, base, series, spec
 
 
-def _side(spec: TreeRun, tree: Path, out: Path, name: str) -> RunResults:
+def _side(spec: TreeRun, tree: Path, out: Path, name: str) -> RunResults | None:
+    """One side's run; None when it could not be made (a guest that did not boot, ...)."""
     print(f"validate: {name}: {subject(tree, 'HEAD')}", flush=True)
     code, results = run_tree(spec, tree, out)
-    if results is None:
-        raise ConfigError(f"the {name} run wrote no results (exit {code})",
-                          f"see the output above and {out}")
-    return results
+    return None if results is None or code == EXIT_HARNESS else results
 
 
 def _apply(tree: Path, repo: Path, base: str, series: list[Path]) -> list[str]:
@@ -85,8 +83,10 @@ def _apply(tree: Path, repo: Path, base: str, series: list[Path]) -> list[str]:
     commits = git(tree, "rev-list", "--reverse", f"{base}..HEAD").split()
     if code != 0 or not commits:
         try_git(tree, "am", "--abort")
-        failed = [ln for ln in said.splitlines() if "failed" in ln.lower()
-                  or "error" in ln.lower()] or said.splitlines()[-1:] or ["no patches"]
+        lines = said.splitlines()
+        failed = ([ln for ln in lines if ln.startswith("Patch failed at")]
+                  or [ln for ln in lines if "error" in ln.lower()] or lines[-1:]
+                  or ["no patches"])
         raise ConfigError(f"the series does not apply to {subject(repo, base)}: {failed[0]}",
                           "rebase it onto --base, or pass the base it was written for")
     return commits
@@ -116,9 +116,13 @@ def _run_prefixes(spec: TreeRun, tree: Path, out: Path, commits: list[str],
         try:
             patched = _side(spec, tree, out / f"patched-{n}", name)
         except BuildError as exc:
-            print(f"validate: {name} does not build: {exc.problem}", flush=True)
+            patched, problem = None, f"does not build: {exc.problem}"
+        else:
+            problem = "its run could not be made (see the output above)"
+        if patched is None:
+            print(f"validate: {name} {problem}", flush=True)
             result.records.append({"commit": commit, "subject": title, "builds": False,
-                                   "error": exc.problem})
+                                   "error": problem})
             result.first_change = result.first_change or title
             result.builds, result.final = False, None
             continue
@@ -136,17 +140,22 @@ def cmd_validate(args: argparse.Namespace) -> int:
     out = (args.out or out_root() / f"validate-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     out.mkdir(parents=True, exist_ok=True)
     with scratch(repo, base) as tree:
+        commits = _apply(tree, repo, base, series)  # first: a series that does not apply
+        git(tree, "checkout", "--detach", "-q", base)  # is one line before any build
         try:
             base_results = _side(spec, tree, out / "base", "base")
         except BuildError as exc:
             raise ConfigError(f"the base {subject(repo, base)} does not build: {exc.problem}",
                               exc.fix) from exc
-        commits = _apply(tree, repo, base, series)
+        if base_results is None:
+            raise ConfigError(f"the base {subject(repo, base)}'s run could not be made",
+                              f"see the output above and {out / 'base'}")
         prefixes = commits if args.per_patch else commits[-1:]
         result = _run_prefixes(spec, tree, out, commits, prefixes, base_results)
     print(f"\nvalidate: base {subject(repo, base)}, {len(commits)} patches")
     print(format_diff(result.final, "base", "patched") if result.final is not None
-          else "verdict: WORSE (the patched tree does not build)")
+          else "verdict: WORSE (the patched tree does not build, or its run could not be "
+               "made)")
     if args.per_patch:
         print(f"first patch that changed the result: {result.first_change or 'none'}")
     (out / "validate.json").write_text(json.dumps(

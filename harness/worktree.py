@@ -69,9 +69,10 @@ def subject(repo: Path, rev: str) -> str:
 @contextlib.contextmanager
 def scratch(repo: Path, start: str) -> Iterator[Path]:
     """A detached worktree of ``repo`` at ``start``, cleaned of any earlier run's state."""
-    path = cache.cache_root() / "worktrees" / cache.digest([str(repo)])
+    path = (cache.cache_root() / "worktrees" / cache.digest([str(repo)])).resolve()
     with cache.locked(path):
-        git(repo, "worktree", "prune")
+        # (no `git worktree prune`: it would drop the user's own worktrees that happen to be
+        # missing; `add --force` takes over our path when it is registered but gone)
         listed = git(repo, "worktree", "list", "--porcelain")
         if f"worktree {path}\n" not in listed + "\n" or not (path / ".git").exists():
             if path.exists():

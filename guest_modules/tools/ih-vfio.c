@@ -194,6 +194,25 @@ static void do_status(int id)
 	       !!(status.flags & VFIO_GROUP_FLAGS_CONTAINER_SET));
 }
 
+static void forget_mappings(void)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (mappings[i].buf) {
+			munmap(mappings[i].buf, mappings[i].size);
+			memset(&mappings[i], 0, sizeof(mappings[i]));
+		}
+}
+
+/* The last group out of the container takes its backend and every mapping with it
+ * (vfio_group_detach_container): forget ours too. */
+static void after_leaving(void)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (groups[i].fd > 0 && group_in_container(&groups[i]))
+			return;
+	forget_mappings();
+}
+
 static void do_set_iommu(void)
 {
 	if (container < 0) {
@@ -242,7 +261,6 @@ static void do_map(uint64_t iova, uint64_t size)
 static void do_unmap(uint64_t iova, uint64_t size)
 {
 	struct vfio_iommu_type1_dma_unmap unmap = { .argsz = sizeof(unmap) };
-	struct mapping *m = find_mapping(iova);
 
 	if (container < 0) {
 		result("unmap", -EBADF, "guard=1");
@@ -254,10 +272,12 @@ static void do_unmap(uint64_t iova, uint64_t size)
 		result("unmap", -errno, "iova=0x%llx", (unsigned long long)iova);
 		return;
 	}
-	if (m && m->iova == iova) {
-		munmap(m->buf, m->size);
-		memset(m, 0, sizeof(*m));
-	}
+	for (int i = 0; i < MAX_SLOTS; i++)  /* every mapping the range covered is gone */
+		if (mappings[i].buf && mappings[i].iova >= iova &&
+		    mappings[i].iova + mappings[i].size <= iova + size) {
+			munmap(mappings[i].buf, mappings[i].size);
+			memset(&mappings[i], 0, sizeof(mappings[i]));
+		}
 	result("unmap", 0, "iova=0x%llx unmapped=%llu", (unsigned long long)iova,
 	       (unsigned long long)unmap.size);
 }
@@ -368,7 +388,7 @@ static void do_dma(const char *bdf, uint64_t iova, uint64_t len)
 	uint8_t *src, *dst;
 	int rc;
 
-	if (!d || !m || iova + 2 * len > m->iova + m->size || len > 4096) {
+	if (!d || !m || !len || iova + 2 * len > m->iova + m->size || len > 4096) {
 		result("dma", d ? -EINVAL : -EBADF, "dev=%s guard=1 why=%s", bdf,
 		       !d ? "no_device" : !m ? "unmapped" : "too_long");
 		return;
@@ -431,6 +451,7 @@ static void do_close_group(int id)
 		}
 	close(g->fd);
 	memset(g, 0, sizeof(*g));
+	after_leaving();
 	result("close_group", 0, "group=%d", id);
 }
 
@@ -447,11 +468,7 @@ static void do_close_container(void)
 		}
 	close(container);
 	container = -1;
-	for (int i = 0; i < MAX_SLOTS; i++)  /* the mappings went with the container */
-		if (mappings[i].buf) {
-			munmap(mappings[i].buf, mappings[i].size);
-			memset(&mappings[i], 0, sizeof(mappings[i]));
-		}
+	forget_mappings();  /* the mappings went with the container */
 	result("close_container", 0, NULL);
 }
 
@@ -470,8 +487,10 @@ static void run_line(char *line)
 		do_status(atoi(a));
 	else if (!strcmp(op, "set_container") && n >= 2)
 		group_ioctl(op, atoi(a), VFIO_GROUP_SET_CONTAINER, &container);
-	else if (!strcmp(op, "unset_container") && n >= 2)
+	else if (!strcmp(op, "unset_container") && n >= 2) {
 		group_ioctl(op, atoi(a), VFIO_GROUP_UNSET_CONTAINER, NULL);
+		after_leaving();
+	}
 	else if (!strcmp(op, "set_iommu") && n >= 1)
 		do_set_iommu();
 	else if (!strcmp(op, "map") && n >= 3)
@@ -499,6 +518,10 @@ static int serve(const char *dir)
 	char cmd_path[256], reply_path[256], line[256];
 	FILE *in;
 
+	char pid_path[256];
+	FILE *pid;
+
+	snprintf(pid_path, sizeof(pid_path), "%s/pid", dir);
 	snprintf(cmd_path, sizeof(cmd_path), "%s/cmd", dir);
 	snprintf(reply_path, sizeof(reply_path), "%s/reply", dir);
 	mkdir(dir, 0700);
@@ -507,6 +530,11 @@ static int serve(const char *dir)
 	if (mkfifo(cmd_path, 0600) || mkfifo(reply_path, 0600)) {
 		perror("ih-vfio: mkfifo");
 		return 1;
+	}
+	pid = fopen(pid_path, "w");  /* the steps check that their helper is still alive */
+	if (pid) {
+		fprintf(pid, "%d\n", (int)getpid());
+		fclose(pid);
 	}
 	/* O_RDWR: the FIFOs never see end-of-file between the steps' writers and readers. */
 	in = fdopen(open(cmd_path, O_RDWR), "r");

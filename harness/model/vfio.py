@@ -48,6 +48,7 @@ from .state import (
 EBADF = 9
 VFIO_OWNER = "vfio"
 MAX_DMA = 4096  # the helper's longest transfer; it uses [iova, iova + 2 * length)
+PAGE = 4096  # type1's smallest IOMMU page here (VT-d and SMMUv3 with 4K pages)
 
 
 class VfioRules(DmaRules):
@@ -204,6 +205,8 @@ class VfioRules(DmaRules):
         if not vfio.iommu:
             return self.hit("vfio.no_backend", Outcome(-EINVAL))
         start, length = _int(iova), _int(size)
+        if not length or (start | length) % PAGE:
+            return Outcome(-EINVAL)  # vfio_dma_do_map: a size, page aligned
         for (domain, s), n in self.state.maps.items():
             if domain == VFIO_DOMAIN and s < start + length and start < s + n:
                 return self.hit("vfio.map_overlap", Outcome(-EEXIST))  # vfio_find_dma
@@ -217,9 +220,14 @@ class VfioRules(DmaRules):
         if not vfio.iommu:
             return self.hit("vfio.no_backend", Outcome(-EINVAL))
         start, length = _int(iova), _int(size)
-        for key in [k for k in self.state.maps if k[0] == VFIO_DOMAIN
-                    and start <= k[1] and k[1] + self.state.maps[k] <= start + length]:
-            del self.state.maps[key]
+        if not length or (start | length) % PAGE:
+            return Outcome(-EINVAL)  # vfio_dma_do_unmap: a size, page aligned
+        mine = [(s, n) for (d, s), n in self.state.maps.items() if d == VFIO_DOMAIN]
+        if any(s < start < s + n or s < start + length < s + n for s, n in mine):
+            return Outcome(-EINVAL)  # type1v2: the range may not bisect a mapping
+        for s, n in mine:
+            if start <= s and s + n <= start + length:
+                del self.state.maps[(VFIO_DOMAIN, s)]
         return Outcome.ok()
 
     # ------------------------------------------------------------------ devices and DMA

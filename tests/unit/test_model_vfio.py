@@ -161,3 +161,15 @@ def test_a_raw_release_takes_vfios_claim_away(profile: str) -> None:
     closed = m.apply(f"vfio_close_group {E0}")
     assert (closed.rc, closed.warn) == (0, get_profile(profile).release_warn)
     assert m.domain_of(E0) == "default"
+
+
+def test_map_and_unmap_rules_of_type1v2() -> None:
+    m = model("linux-6.1")
+    assert rcs(m, *READY[:4]) == [0] * 4
+    assert rcs(m, "vfio_map 0x100000 0x0", "vfio_map 0x100800 0x1000",
+               "vfio_map 0x100000 0x2000", "vfio_map 0x102000 0x2000") == [-EINVAL, -EINVAL, 0, 0]
+    # an unmap may cover several mappings but not bisect one; unaligned or empty: -EINVAL
+    assert rcs(m, "vfio_unmap 0x101000 0x1000", "vfio_unmap 0x100000 0x800",
+               "vfio_unmap 0x100000 0x4000") == [-EINVAL, -EINVAL, 0]
+    assert not [k for k in m.state.maps if k[0] == "vfio:type1"]
+    assert m.apply(f"vfio_dma {E0} 0x100000 0x0").guard

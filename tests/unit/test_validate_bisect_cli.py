@@ -5,11 +5,12 @@ a harness error 255, never 1)."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 
 import pytest
 
-from harness.bisect import STEPS_FILE, spec_json
+from harness.bisect import STEPS_FILE, spec_json, step_argv
 from harness.cli import main
 from harness.treerun import TreeRun
 from harness.worktree import git
@@ -88,3 +89,13 @@ def test_a_harness_error_in_a_step_stops_git_bisect(repo: Path, tmp_path: Path,
     assert main(["bisect-step", "--state", str(state_file(tmp_path, spec))]) == 255
     step = json.loads((tmp_path / STEPS_FILE).read_text())
     assert step["verdict"] == "error"
+
+
+@pytest.mark.parametrize(("code", "seen"), [(0, 0), (1, 1), (125, 125), (2, 255), (126, 255),
+                                            (127, 255), (130, 255)])
+def test_the_step_guard_passes_only_verdicts(code: int, seen: int) -> None:
+    """git bisect run reads 1-127 (but 125) as bad: anything else the step exits with (a
+    Python error before its own handlers, an interrupted step) must stop it (255)."""
+    argv = step_argv(Path("/nonexistent"))
+    guarded = [*argv[:4], "sh", "-c", f"exit {code}"]
+    assert subprocess.run(guarded, check=False).returncode == seen
