@@ -138,8 +138,10 @@ VFIO_GROUP_COMMANDS = frozenset({"group", "status", "set_container", "unset_cont
                                  "close_group"})
 VFIO_DEVICE_COMMANDS = frozenset({"device"})  # the group, then the device itself
 # Start the guest's VFIO user once per guest (it keeps its fds from step to step), detached
-# from the control shell, and wait for its FIFOs.
-VFIO_START = (f"kill -0 \"$(cat {VFIO_DIR}/pid 2>/dev/null)\" 2>/dev/null || {{ "
+# from the control shell, and wait for its FIFOs; start it again when it died (busybox's
+# `kill -0 ""` succeeds, hence the test for the pid file first).
+VFIO_START = (f"{{ [ -s {VFIO_DIR}/pid ] && kill -0 \"$(cat {VFIO_DIR}/pid)\" 2>/dev/null; }} "
+              "|| { "
               f"rm -rf {VFIO_DIR}; setsid ih-vfio serve {VFIO_DIR} </dev/null >/dev/null 2>&1 & "
               f"for i in $(seq 200); do [ -s {VFIO_DIR}/pid ] && break; sleep 0.01; done; }}")
 VFIO_REPLY_SECONDS = 30  # a call that has not answered by then: the helper is stuck
