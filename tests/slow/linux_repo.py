@@ -33,6 +33,28 @@ def _run(argv: list[str], cwd: Path) -> None:
                    stdout=subprocess.DEVNULL)
 
 
+def unpack(package: str, tmp: Path) -> tuple[Path, str]:
+    """Debian's ``package`` (linux-source-X.Y) fetched with the harness's apt configuration and
+    its tarball unpacked into ``tmp/tree``; the .deb and the tarball removed. The tree and the
+    .deb's name."""
+    download_packages([package], tmp, package)
+    deb = next(tmp.glob(f"{package}_*.deb"))
+    member = f"./usr/src/{package}.tar.xz"
+    with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)], stdout=subprocess.PIPE) as p:
+        subprocess.run(["tar", "-x", "-C", str(tmp), member], stdin=p.stdout, check=True)
+    tree = tmp / "tree"
+    tree.mkdir()
+    _run(["tar", "-xJf", str(tmp / member), "--strip-components=1", "-C", str(tree)], tmp)
+    subprocess.run(["rm", "-rf", str(tmp / "usr"), str(deb)], check=True)
+    return tree, deb.name
+
+
+def _flatten(tmp: Path, tree: Path) -> None:
+    for item in tree.iterdir():
+        item.rename(tmp / item.name)
+    tree.rmdir()
+
+
 def base_repository() -> Path:
     """``<cache>/slow/linux-6.1``: the tarball's tree, every file added (its .gitignore ignores
     every path) and committed once as ``base``; made on first use."""
@@ -40,25 +62,24 @@ def base_repository() -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
 
     def make(tmp: Path) -> None:
-        download_packages([PACKAGE], tmp, PACKAGE)
-        deb = next(tmp.glob(f"{PACKAGE}_*.deb"))
-        member = f"./usr/src/{PACKAGE}.tar.xz"
-        with subprocess.Popen(["dpkg-deb", "--fsys-tarfile", str(deb)],
-                              stdout=subprocess.PIPE) as p:
-            subprocess.run(["tar", "-x", "-C", str(tmp), member], stdin=p.stdout, check=True)
-        tree = tmp / "tree"
-        tree.mkdir()
-        _run(["tar", "-xJf", str(tmp / member), "--strip-components=1", "-C", str(tree)], tmp)
+        tree, deb = unpack(PACKAGE, tmp)
         _run(["git", "init", "-q", "-b", "main"], tree)
         _run(["git", "add", "-f", "."], tree)
-        _run(["git", "commit", "-qm", f"base: Debian's {deb.name}"], tree)
+        _run(["git", "commit", "-qm", f"base: Debian's {deb}"], tree)
         _run(["git", "tag", "base"], tree)
-        for item in tmp.iterdir():
-            if item != tree:
-                subprocess.run(["rm", "-rf", str(item)], check=True)
-        for item in tree.iterdir():
-            item.rename(tmp / item.name)
-        tree.rmdir()
+        _flatten(tmp, tree)
+
+    return cache.ensure_dir(final, make)
+
+
+def plain_tree(package: str) -> Path:
+    """``<cache>/slow/<package>``: the tarball's tree, not in git; made on first use."""
+    final = cache.cache_root() / "slow" / package
+    final.parent.mkdir(parents=True, exist_ok=True)
+
+    def make(tmp: Path) -> None:
+        tree, _ = unpack(package, tmp)
+        _flatten(tmp, tree)
 
     return cache.ensure_dir(final, make)
 
