@@ -48,12 +48,30 @@ TEMPLATES = (
     "vfio_dma_to {vdev} {raw_iova} 0x40", "vfio_close_device {vdev}",
     "vfio_close_group {vdev}", "vfio_close_container",
 )
+# iommufd and VFIO's device cdev (ih-vfio's iommufd_* commands), drawn only where the kernel
+# has them (IOMMUFD_NEEDS): two IOASes and a HWPT on either.
+IOMMUFD_TEMPLATES = (
+    "iommufd_open", "iommufd_close", "iommufd_bind {vdev}", "iommufd_unbind {vdev}",
+    "iommufd_ioas {ioas}", "iommufd_hwpt h {vdev} {ioas}",
+    "iommufd_map {ioas} {map_iova} 0x10000", "iommufd_unmap {ioas} {map_iova} 0x10000",
+    "iommufd_attach {vdev} {pt}", "iommufd_detach {vdev}",
+    "iommufd_dma {vdev} {map_iova} 0x100", "iommufd_destroy {pt}",
+)
+IOMMUFD_NEEDS = ("IOMMUFD", "VFIO_DEVICE_CDEV")
 # The attach and ownership calls alone: what a wrong attach rule needs to be caught.
 ATTACH_TEMPLATES = TEMPLATES[:8]
 DOMAINS: dict[str, tuple[str, ...]] = {
     "handle": HANDLES, "owner": ("o", "p"), "map_iova": ("0x100000", "0x200000"),
     "raw_iova": ("0x100000", "0x900000"), "pasid": ("0", "1", "2"),
-    "type": ("identity", "DMA", "DMA-FQ", "auto")}
+    "type": ("identity", "DMA", "DMA-FQ", "auto"), "ioas": ("i", "j"), "pt": ("i", "j", "h")}
+
+
+def templates_for(config: Mapping[str, str]) -> tuple[str, ...]:
+    """The fuzzer's alphabet for a kernel of this configuration: iommufd's calls join where
+    the kernel has iommufd and VFIO's cdev (Debian's packages have neither)."""
+    if all(config.get(f"CONFIG_{name}") in ("y", "m") for name in IOMMUFD_NEEDS):
+        return TEMPLATES + IOMMUFD_TEMPLATES
+    return TEMPLATES
 SETUP = ("alloc a {dev0}", "alloc b {dev1}")  # both handles exist from the start
 
 
@@ -82,17 +100,17 @@ def draw(rng: random.Random, devices: Sequence[str],
     return template.format(**{f: rng.choice(domains[f]) for f in fields(template)})
 
 
-def sequences(seed: int, steps: int, devices: Sequence[str],
-              length: int = 25) -> list[list[str]]:
+def sequences(seed: int, steps: int, devices: Sequence[str], length: int = 25,
+              templates: Sequence[str] = TEMPLATES) -> list[list[str]]:
     """``steps`` random operations in sequences of at most ``length``, each after the set-up
-    allocations; the same for the same seed and devices (pure)."""
+    allocations; the same for the same seed, devices and alphabet (pure)."""
     rng = random.Random(seed)
     out, left = [], steps
     while left > 0:
         n = min(left, rng.randint(1, length))
         setup = [s.format(dev0=devices[0], dev1=devices[min(1, len(devices) - 1)])
                  for s in SETUP]
-        out.append(setup + [draw(rng, devices) for _ in range(n)])
+        out.append(setup + [draw(rng, devices, templates) for _ in range(n)])
         left -= n
     return out
 
@@ -116,6 +134,7 @@ class Fuzz:
     base: Scenario
     steps: int
     seed: int = 0
+    templates: tuple[str, ...] = TEMPLATES  # the alphabet (templates_for the kernel)
 
     @property
     def name(self) -> str:
@@ -139,7 +158,8 @@ def run_fuzz(start: Callable[[int], Guest], fuzz: Fuzz, choice: ProfileChoice,
     done: list[StepResult] = []
     logs: list[str] = []
     result = head
-    for k, lines in enumerate(sequences(fuzz.seed, fuzz.steps, devices), start=1):
+    for k, lines in enumerate(sequences(fuzz.seed, fuzz.steps, devices,
+                                        templates=fuzz.templates), start=1):
         with start(k) as guest:
             started(guest)
             result = replace(result, console_log=str(guest.console_log))

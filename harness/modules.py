@@ -160,7 +160,9 @@ def build_tools(platform: Platform, source: Path = TOOLS_DIR) -> tuple[Path, ...
     """Guest user-space helpers (``tools/*.c``): static binaries for the guest's architecture,
     built with the host compiler or the cross compiler, cached by (source hash, arch)."""
     sources = sorted(source.glob("*.c"))
-    key = cache.digest([platform.arch, *(f"{p.name}\0{p.read_text()}" for p in sources)])
+    # Every file a helper includes: its own headers and the modules' (edu.h).
+    inputs = [*sources, *sorted(source.glob("*.h")), *sorted(source.parent.glob("*.h"))]
+    key = cache.digest([platform.arch, *(f"{p.name}\0{p.read_text()}" for p in inputs)])
     entry = cache.cache_root() / "tools" / f"{platform.arch}-{key}"
     entry.parent.mkdir(parents=True, exist_ok=True)
     native = platform.arch == os.uname().machine

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
 from pathlib import Path
@@ -13,7 +13,7 @@ from pathlib import Path
 from .differ import Differ, kernel_profile, set_up
 from .dmesg import format_records
 from .errors import GuestDied, GuestHung
-from .fuzz import Fuzz, run_fuzz
+from .fuzz import Fuzz, run_fuzz, templates_for
 from .guest import Guest, GuestConfig
 from .model import Profile
 from .model.profiles import ProfileChoice
@@ -50,12 +50,17 @@ def died(guest: Guest, scenario: Scenario | Fuzz, choice: ProfileChoice,
                    outcome=Outcome.DIED, detail=exc.problem, kernel_log=guest.console_tail())
 
 
-def skip_reason(scenario: Scenario, platform: str, profile: str) -> str:
-    """Why a scenario does not run here ("" when it does)."""
+def skip_reason(scenario: Scenario, platform: str, profile: str,
+                config: Mapping[str, str] | None = None) -> str:
+    """Why a scenario does not run here ("" when it does); ``config``: the kernel's."""
     if scenario.profiles and profile not in scenario.profiles:
         return f"profile {profile} not in {list(scenario.profiles)}"
     if scenario.platforms and platform not in scenario.platforms:
         return f"platform {platform} not in {list(scenario.platforms)}"
+    missing = scenario.missing_config(config) if config is not None else []
+    if missing:
+        return (f"the kernel lacks CONFIG_{', CONFIG_'.join(missing)} (a source tree built "
+                "by --kernel DIR has them)")
     return ""
 
 
@@ -66,7 +71,8 @@ def run_scenario(guest: Guest, scenario: Scenario, choice: ProfileChoice | None 
     A guest that dies or hangs fails the scenario with the fatal event (outcome DIED)."""
     choice = choice or kernel_profile(guest.config.kernel)
     start = head(guest.config, scenario, choice, extra, guest.console_log)
-    reason = skip_reason(scenario, start.platform, choice.profile.name)
+    reason = skip_reason(scenario, start.platform, choice.profile.name,
+                         guest.config.kernel.config())
     if reason:
         return replace(start, outcome=Outcome.SKIPPED, detail=reason)
     started = time.monotonic()
@@ -108,8 +114,9 @@ def run_on_guests(request: GuestRequest, scenarios: Sequence[Scenario | Fuzz],
         if isinstance(scenario, Fuzz):
             # Its many sequences share one set-up: their guests are saved set up.
             fuzz_config = replace(config, ready=(*config.ready, set_up(scenario.base)))
-            result = run_fuzz(partial(_sequence_guest, fuzz_config, label), scenario, used,
-                              extra, head(config, scenario, used, extra), started)
+            fuzz = replace(scenario, templates=templates_for(config.kernel.config()))
+            result = run_fuzz(partial(_sequence_guest, fuzz_config, label), fuzz, used,
+                              extra, head(config, fuzz, used, extra), started)
         else:
             result = _one(pristine(config, label), scenario, used, extra, started)
         results.append(result)
@@ -128,7 +135,8 @@ def _sequence_guest(config: GuestConfig, label: str, k: int) -> Guest:
 
 def _one(guest: Guest, scenario: Scenario, used: ProfileChoice, extra: Sequence[Profile],
          started: Callable[[Guest], None]) -> ScenarioResult:
-    if reason := skip_reason(scenario, guest.config.platform.name, used.profile.name):
+    if reason := skip_reason(scenario, guest.config.platform.name, used.profile.name,
+                             guest.config.kernel.config()):
         return replace(head(guest.config, scenario, used, extra), outcome=Outcome.SKIPPED,
                        detail=reason)
     with guest:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import errno
 import re
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,6 +17,7 @@ from .model.profiles import PROFILES
 from .platforms import Platform
 from .prepare import TOPOLOGIES_DIR
 from .steps import (
+    USER_SPACE_PREFIXES,
     Action,
     Bind,
     ByProfile,
@@ -30,11 +31,13 @@ from .steps import (
 from .topology import Topology, load_topology
 
 _STEP_KEYS = {"op", "bind", "via", "observe", "expect", "state", "types", "events", "note"}
-_TOP_KEYS = {"name", "description", "topology", "profiles", "platforms", "bind", "step"}
+_TOP_KEYS = {"name", "description", "topology", "profiles", "platforms", "kconfig", "bind",
+             "step"}
+_KCONFIG_NAME = re.compile(r"[A-Z0-9_]+")
 # Operations the harness performs from the guest's shell rather than through ih_attach.
 SHELL_OPS = ("set_type",)
 # Calls of the guest's VFIO user (guest_modules/tools/ih-vfio.c), not of ih_attach.
-VFIO_OPS = tuple(op for op in OPERATIONS if op.startswith("vfio_"))
+VFIO_OPS = tuple(op for op in OPERATIONS if op.startswith(USER_SPACE_PREFIXES))
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,11 @@ class Scenario:
     platforms: tuple[str, ...] = ()
     description: str = ""
     topology_path: Path = TOPOLOGIES_DIR / "default.toml"
+    kconfig: tuple[str, ...] = ()  # options the kernel must have (=y or =m), without CONFIG_
+
+    def missing_config(self, config: Mapping[str, str]) -> list[str]:
+        """The options of ``kconfig`` that a kernel's configuration lacks."""
+        return [name for name in self.kconfig if config.get(f"CONFIG_{name}") not in ("y", "m")]
 
 
 Fail = Callable[[str, str], ConfigError]
@@ -102,13 +110,18 @@ def load_scenario(path: Path, platform: Platform) -> Scenario:
     steps = tuple(_step(s, i, ids, fail) for i, s in enumerate(steps_data))
     profiles = data.get("profiles", [])
     platforms = data.get("platforms", [])
-    for key, value in (("profiles", profiles), ("platforms", platforms)):
+    kconfig = data.get("kconfig", [])
+    for key, value in (("profiles", profiles), ("platforms", platforms), ("kconfig", kconfig)):
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise fail(f"'{key}' must be a list of names", f'write {key} = ["..."]')
+    bad = [name for name in kconfig if not _KCONFIG_NAME.fullmatch(name)]
+    if bad:
+        raise fail(f"kconfig: {bad[0]!r} is not a configuration option's name",
+                   'write the option without CONFIG_, as kconfig = ["IOMMUFD"]')
     return Scenario(name=str(data.get("name", path.stem)), path=path, topology=topo,
                     steps=steps, bind=bind, profiles=tuple(profiles),
                     platforms=tuple(platforms), description=str(data.get("description", "")),
-                    topology_path=topo_path)
+                    topology_path=topo_path, kconfig=tuple(kconfig))
 
 
 def _bind_table(value: Any, ids: set[str], fail: Fail,

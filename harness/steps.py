@@ -133,6 +133,9 @@ class Operation:
 
 
 VFIO_DIR = "/run/ih-vfio"
+# Steps that are calls of the guest's VFIO user: vfio_<command> (the group and container
+# interface; the helper's command is the rest) and iommufd_<command> (its own name there).
+USER_SPACE_PREFIXES = ("vfio_", "iommufd_")
 # ih-vfio's commands that name a group: the step names a device, the script finds its group.
 VFIO_GROUP_COMMANDS = frozenset({"group", "status", "set_container", "unset_container",
                                  "close_group"})
@@ -150,10 +153,10 @@ VFIO_REPLY_SECONDS = 30  # a call that has not answered by then: the helper is s
 @dataclass(frozen=True)
 class VfioCall:
     """A call of the guest's VFIO user (guest_modules/tools/ih-vfio.c): ``vfio_<command>
-    ARGS``, device ids not yet resolved; a command on a group names one of its devices. The
-    answer of ``vfio_status`` is 0 for a viable group and -EPERM for one that is not (what
-    VFIO_GROUP_SET_CONTAINER's ownership claim would answer); of ``vfio_dma``, -EIO when the
-    bytes did not come back."""
+    ARGS`` or ``iommufd_<command> ARGS``, device ids not yet resolved; a vfio_ command on a
+    group names one of its devices. The answer of ``vfio_status`` is 0 for a viable group and
+    -EPERM for one that is not (what VFIO_GROUP_SET_CONTAINER's ownership claim would answer);
+    of ``vfio_dma`` and ``iommufd_dma``, -EIO when the bytes did not come back."""
     line: str
     kind: StepKind = field(default="vfio", init=False)
 
@@ -181,7 +184,8 @@ class VfioCall:
         result = results[-1]
         if result.op == "status" and result.rc == 0:
             return (0 if result.get("viable") == "1" else -errno.EPERM), False
-        if result.op == "dma" and result.rc == 0 and result.get("verified") != "1":
+        if result.op in ("dma", "iommufd_dma") and result.rc == 0 \
+                and result.get("verified") != "1":
             return -errno.EIO, False  # the bytes did not come back
         return result.rc, result.guard
 
@@ -300,7 +304,7 @@ class Step:
         name, *words = line.split()
         if name == "set_type" and len(words) == 2:
             return cls(TypeWrite(words[0], words[1]))
-        if name.startswith("vfio_"):
+        if name.startswith(USER_SPACE_PREFIXES):
             return cls(VfioCall(line))
         return cls(Operation(line))
 

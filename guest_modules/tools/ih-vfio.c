@@ -27,6 +27,24 @@
  *   dma_to BDF IOVA LEN       one transfer device buffer -> RAM(IOVA), not waited on for
  *                             bytes (a fault through an unmapped IOVA) -> done=0|1
  *   close_device BDF | close_group G | close_container
+ *
+ * iommufd and the device's own character device (include/uapi/linux/iommufd.h, the cdev part
+ * of include/uapi/linux/vfio.h; Documentation/userspace-api/iommufd.rst); NAME labels an
+ * IOAS or HWPT of the helper's, a device is its PCI address:
+ *   iommufd_open              open /dev/iommu
+ *   iommufd_bind BDF          open /dev/vfio/devices/vfioN (from sysfs), VFIO_DEVICE_BIND_IOMMUFD,
+ *                             then BAR0 mapped as for `device`          -> devid=N
+ *   iommufd_ioas NAME         IOMMU_IOAS_ALLOC                          -> id=N
+ *   iommufd_map NAME IOVA SIZE    IOMMU_IOAS_MAP of a fresh buffer at a fixed IOVA
+ *   iommufd_unmap NAME IOVA SIZE  IOMMU_IOAS_UNMAP                      -> unmapped=N
+ *   iommufd_hwpt NAME BDF IOAS    IOMMU_HWPT_ALLOC: a domain of its own for the IOAS -> id=N
+ *   iommufd_attach BDF PT     VFIO_DEVICE_ATTACH_IOMMUFD_PT (PT: an IOAS or HWPT name); on an
+ *                             attached device the kernel replaces the domain  -> hwpt=N
+ *   iommufd_detach BDF        VFIO_DEVICE_DETACH_IOMMUFD_PT
+ *   iommufd_dma BDF IOVA LEN  as `dma`, through the mappings of the IOAS the device is on
+ *   iommufd_unbind BDF        close the device fd (the kernel detaches and unbinds it)
+ *   iommufd_destroy NAME      IOMMU_DESTROY
+ *   iommufd_close             close /dev/iommu
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -40,25 +58,37 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <dirent.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "../edu.h"
+#include "iommufd-uapi.h"
 
 #define MAX_SLOTS 16
 
 struct group { int id; int fd; };
-struct device { char bdf[32]; int group; int fd; volatile uint8_t *bar0; size_t bar0_size; };
-struct mapping { uint64_t iova; uint64_t size; uint8_t *buf; };
+/* A device's DMA space: CONTAINER for one opened through its group, else the id of the IOAS
+ * it is attached to (NO_SPACE: a bound device not attached). */
+#define CONTAINER (-1)
+#define NO_SPACE 0
+struct device { char bdf[32]; int group; int fd; volatile uint8_t *bar0; size_t bar0_size;
+		int space; uint32_t devid; };
+struct mapping { uint64_t iova; uint64_t size; uint8_t *buf; int space; };
+/* An IOAS or HWPT the helper allocated: its label, id, and (for a HWPT) the IOAS under it. */
+struct object { char name[16]; uint32_t id; uint32_t ioas; };
 
 static int container = -1;
 static struct group groups[MAX_SLOTS];
 static struct device devices[MAX_SLOTS];
 static struct mapping mappings[MAX_SLOTS];
+static int iommufd = -1;
+static struct object objects[MAX_SLOTS];
 static FILE *out;
 
 static void result(const char *op, int rc, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
+static void run_iommufd(const char *op, int n, const char *a, const char *b, const char *c);
 
 
 static void result(const char *op, int rc, const char *fmt, ...)
@@ -92,10 +122,10 @@ static struct device *find_device(const char *bdf)
 	return NULL;
 }
 
-static struct mapping *find_mapping(uint64_t iova)
+static struct mapping *find_mapping(int space, uint64_t iova)
 {
 	for (int i = 0; i < MAX_SLOTS; i++)
-		if (mappings[i].buf && mappings[i].iova <= iova &&
+		if (mappings[i].buf && mappings[i].space == space && mappings[i].iova <= iova &&
 		    iova < mappings[i].iova + mappings[i].size)
 			return &mappings[i];
 	return NULL;
@@ -194,10 +224,10 @@ static void do_status(int id)
 	       !!(status.flags & VFIO_GROUP_FLAGS_CONTAINER_SET));
 }
 
-static void forget_mappings(void)
+static void forget_mappings(int space)
 {
 	for (int i = 0; i < MAX_SLOTS; i++)
-		if (mappings[i].buf) {
+		if (mappings[i].buf && mappings[i].space == space) {
 			munmap(mappings[i].buf, mappings[i].size);
 			memset(&mappings[i], 0, sizeof(mappings[i]));
 		}
@@ -210,7 +240,7 @@ static void after_leaving(void)
 	for (int i = 0; i < MAX_SLOTS; i++)
 		if (groups[i].fd > 0 && group_in_container(&groups[i]))
 			return;
-	forget_mappings();
+	forget_mappings(CONTAINER);
 }
 
 static void do_set_iommu(void)
@@ -255,6 +285,7 @@ static void do_map(uint64_t iova, uint64_t size)
 	m->iova = iova;
 	m->size = size;
 	m->buf = buf;
+	m->space = CONTAINER;
 	result("map", 0, "iova=0x%llx", (unsigned long long)iova);
 }
 
@@ -273,7 +304,7 @@ static void do_unmap(uint64_t iova, uint64_t size)
 		return;
 	}
 	for (int i = 0; i < MAX_SLOTS; i++)  /* every mapping the range covered is gone */
-		if (mappings[i].buf && mappings[i].iova >= iova &&
+		if (mappings[i].buf && mappings[i].space == CONTAINER && mappings[i].iova >= iova &&
 		    mappings[i].iova + mappings[i].size <= iova + size) {
 			munmap(mappings[i].buf, mappings[i].size);
 			memset(&mappings[i], 0, sizeof(mappings[i]));
@@ -300,18 +331,54 @@ static int enable_bus_master(int fd)
 	return 0;
 }
 
-static void do_device(int id, const char *bdf)
+/* A device fd the kernel granted: BAR0 mapped and bus mastering on, into slot d; 0, else
+ * -errno with *why naming the step that failed (the fd is then closed). */
+static int take_device(struct device *d, int fd, const char *bdf, const char **why)
 {
 	struct vfio_region_info region = { .argsz = sizeof(region),
 					   .index = VFIO_PCI_BAR0_REGION_INDEX };
-	struct group *g = find_group(id);
-	struct device *d = NULL;
-	void *bar;
-	int fd;
+	void *bar = MAP_FAILED;
+	int rc;
 
-	for (int i = 0; i < MAX_SLOTS && !d; i++)
+	*why = "region_info";
+	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &region))
+		goto fail;
+	*why = "bar0_mmap";
+	bar = mmap(NULL, region.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
+		   (off_t)region.offset);
+	if (bar == MAP_FAILED)
+		goto fail;
+	*why = "bus_master";
+	if (enable_bus_master(fd))
+		goto fail;
+	snprintf(d->bdf, sizeof(d->bdf), "%s", bdf);
+	d->fd = fd;
+	d->bar0 = bar;
+	d->bar0_size = region.size;
+	return 0;
+fail:
+	rc = -errno;
+	if (bar != MAP_FAILED)
+		munmap(bar, region.size);
+	close(fd);
+	return rc;
+}
+
+static struct device *free_device(void)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
 		if (devices[i].fd <= 0)
-			d = &devices[i];
+			return &devices[i];
+	return NULL;
+}
+
+static void do_device(int id, const char *bdf)
+{
+	struct group *g = find_group(id);
+	struct device *d = free_device();
+	const char *why;
+	int fd, rc;
+
 	if (!g || !d || find_device(bdf)) {
 		result("device", !g ? -EBADF : !d ? -ENOSPC : -EBUSY, "dev=%s guard=1", bdf);
 		return;
@@ -321,36 +388,14 @@ static void do_device(int id, const char *bdf)
 		result("device", -errno, "dev=%s", bdf);
 		return;
 	}
-	if (ioctl(fd, VFIO_DEVICE_GET_REGION_INFO, &region)) {
-		int rc = -errno;
-
-		close(fd);
-		result("device", rc, "dev=%s why=region_info", bdf);
+	rc = take_device(d, fd, bdf, &why);
+	if (rc) {
+		result("device", rc, "dev=%s why=%s", bdf, why);
 		return;
 	}
-	bar = mmap(NULL, region.size, PROT_READ | PROT_WRITE, MAP_SHARED, fd,
-		   (off_t)region.offset);
-	if (bar == MAP_FAILED) {
-		int rc = -errno;
-
-		close(fd);
-		result("device", rc, "dev=%s why=bar0_mmap", bdf);
-		return;
-	}
-	if (enable_bus_master(fd)) {
-		int rc = -errno;
-
-		munmap(bar, region.size);
-		close(fd);
-		result("device", rc, "dev=%s why=bus_master", bdf);
-		return;
-	}
-	snprintf(d->bdf, sizeof(d->bdf), "%s", bdf);
 	d->group = id;
-	d->fd = fd;
-	d->bar0 = bar;
-	d->bar0_size = region.size;
-	result("device", 0, "dev=%s bar0=%llu", bdf, (unsigned long long)region.size);
+	d->space = CONTAINER;
+	result("device", 0, "dev=%s bar0=%llu", bdf, (unsigned long long)d->bar0_size);
 }
 
 static void reg_write(struct device *d, unsigned int off, uint64_t value)
@@ -381,15 +426,15 @@ static int edu_transfer(struct device *d, uint64_t src, uint64_t dst, uint64_t l
 	return -ETIMEDOUT;
 }
 
-static void do_dma(const char *bdf, uint64_t iova, uint64_t len)
+static void do_dma(const char *op, const char *bdf, uint64_t iova, uint64_t len)
 {
 	struct device *d = find_device(bdf);
-	struct mapping *m = find_mapping(iova);
+	struct mapping *m = d ? find_mapping(d->space, iova) : NULL;
 	uint8_t *src, *dst;
 	int rc;
 
 	if (!d || !m || !len || iova + 2 * len > m->iova + m->size || len > 4096) {
-		result("dma", d ? -EINVAL : -EBADF, "dev=%s guard=1 why=%s", bdf,
+		result(op, d ? -EINVAL : -EBADF, "dev=%s guard=1 why=%s", bdf,
 		       !d ? "no_device" : !m ? "unmapped" : "too_long");
 		return;
 	}
@@ -403,10 +448,10 @@ static void do_dma(const char *bdf, uint64_t iova, uint64_t len)
 	if (!rc)
 		rc = edu_transfer(d, EDU_BUFFER, iova + len, len, EDU_DMA_TO_RAM);
 	if (rc) {
-		result("dma", rc, "dev=%s", bdf);
+		result(op, rc, "dev=%s", bdf);
 		return;
 	}
-	result("dma", 0, "dev=%s verified=%d", bdf, !memcmp(src, dst, len));
+	result(op, 0, "dev=%s verified=%d", bdf, !memcmp(src, dst, len));
 }
 
 static void do_dma_to(const char *bdf, uint64_t iova, uint64_t len)
@@ -422,18 +467,20 @@ static void do_dma_to(const char *bdf, uint64_t iova, uint64_t len)
 	result("dma_to", 0, "dev=%s done=%d", bdf, rc == 0);
 }
 
-static void do_close_device(const char *bdf)
+/* close_device closes a device opened through its group, iommufd_unbind one bound to iommufd:
+ * the helper refuses the other kind (guard). */
+static void do_close_device(const char *op, const char *bdf, int cdev)
 {
 	struct device *d = find_device(bdf);
 
-	if (!d) {
-		result("close_device", -EBADF, "dev=%s guard=1", bdf);
+	if (!d || (d->space == CONTAINER) == cdev) {
+		result(op, -EBADF, "dev=%s guard=1", bdf);
 		return;
 	}
 	munmap((void *)d->bar0, d->bar0_size);
 	close(d->fd);
 	memset(d, 0, sizeof(*d));
-	result("close_device", 0, "dev=%s", bdf);
+	result(op, 0, "dev=%s", bdf);
 }
 
 static void do_close_group(int id)
@@ -445,7 +492,8 @@ static void do_close_group(int id)
 		return;
 	}
 	for (int i = 0; i < MAX_SLOTS; i++)
-		if (devices[i].fd > 0 && devices[i].group == id) {
+		if (devices[i].fd > 0 && devices[i].space == CONTAINER &&
+		    devices[i].group == id) {
 			result("close_group", -EBUSY, "group=%d guard=1 why=devices_open", id);
 			return;
 		}
@@ -468,8 +516,335 @@ static void do_close_container(void)
 		}
 	close(container);
 	container = -1;
-	forget_mappings();  /* the mappings went with the container */
+	forget_mappings(CONTAINER);  /* the mappings went with the container */
 	result("close_container", 0, NULL);
+}
+
+/* ---------------------------------------------------------------- iommufd */
+
+static struct object *find_object(const char *name)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (objects[i].id && !strcmp(objects[i].name, name))
+			return &objects[i];
+	return NULL;
+}
+
+static struct object *new_object(const char *name)
+{
+	if (find_object(name) || strlen(name) >= sizeof(objects[0].name))
+		return NULL;
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (!objects[i].id)
+			return &objects[i];
+	return NULL;
+}
+
+/* The device's character device, /dev/vfio/devices/vfioN, named by its sysfs vfio-dev/. */
+static int open_cdev(const char *bdf)
+{
+	char dir[128], path[300];
+	struct dirent *entry;
+	DIR *d;
+
+	snprintf(dir, sizeof(dir), "/sys/bus/pci/devices/%s/vfio-dev", bdf);
+	d = opendir(dir);
+	if (!d)
+		return -1;
+	errno = ENOENT;
+	while ((entry = readdir(d)))
+		if (!strncmp(entry->d_name, "vfio", 4)) {
+			snprintf(path, sizeof(path), "/dev/vfio/devices/%s", entry->d_name);
+			closedir(d);
+			return open(path, O_RDWR | O_CLOEXEC);
+		}
+	closedir(d);
+	errno = ENOENT;
+	return -1;
+}
+
+/* The device's IOMMU group number, from sysfs; -1 without one. */
+static int group_number(const char *bdf)
+{
+	char link[128], target[256];
+	const char *slash;
+	ssize_t n;
+
+	snprintf(link, sizeof(link), "/sys/bus/pci/devices/%s/iommu_group", bdf);
+	n = readlink(link, target, sizeof(target) - 1);
+	if (n <= 0)
+		return -1;
+	target[n] = 0;
+	slash = strrchr(target, '/');
+	return atoi(slash ? slash + 1 : target);
+}
+
+static void iommufd_bind(const char *op, const char *bdf)
+{
+	struct ih_vfio_device_bind_iommufd bind = { .argsz = sizeof(bind) };
+	struct device *d = free_device();
+	const char *why;
+	int fd, rc;
+
+	if (iommufd < 0 || !d || find_device(bdf)) {
+		result(op, iommufd < 0 ? -EBADF : !d ? -ENOSPC : -EBUSY, "dev=%s guard=1", bdf);
+		return;
+	}
+	fd = open_cdev(bdf);
+	if (fd < 0) {
+		result(op, -errno, "dev=%s why=cdev", bdf);
+		return;
+	}
+	bind.iommufd = iommufd;
+	if (ioctl(fd, IH_VFIO_DEVICE_BIND_IOMMUFD, &bind)) {
+		rc = -errno;
+		close(fd);
+		result(op, rc, "dev=%s", bdf);
+		return;
+	}
+	rc = take_device(d, fd, bdf, &why);
+	if (rc) {
+		result(op, rc, "dev=%s why=%s", bdf, why);
+		return;
+	}
+	d->group = group_number(bdf);
+	d->space = NO_SPACE;
+	d->devid = bind.out_devid;
+	result(op, 0, "dev=%s devid=%u", bdf, bind.out_devid);
+}
+
+static void iommufd_ioas(const char *op, const char *name)
+{
+	struct ih_iommu_ioas_alloc alloc = { .size = sizeof(alloc) };
+	struct object *o = new_object(name);
+
+	if (iommufd < 0 || !o) {
+		result(op, iommufd < 0 ? -EBADF : -EEXIST, "name=%s guard=1", name);
+		return;
+	}
+	if (ioctl(iommufd, IH_IOMMU_IOAS_ALLOC, &alloc)) {
+		result(op, -errno, "name=%s", name);
+		return;
+	}
+	snprintf(o->name, sizeof(o->name), "%s", name);
+	o->id = alloc.out_ioas_id;
+	o->ioas = 0;
+	result(op, 0, "name=%s id=%u", name, o->id);
+}
+
+static void iommufd_map(const char *op, const char *name, uint64_t iova, uint64_t size)
+{
+	struct ih_iommu_ioas_map map = { .size = sizeof(map) };
+	struct object *o = find_object(name);
+	struct mapping *m = NULL;
+	uint8_t *buf;
+
+	for (int i = 0; i < MAX_SLOTS && !m; i++)
+		if (!mappings[i].buf)
+			m = &mappings[i];
+	if (iommufd < 0 || !o || o->ioas || !m) {
+		result(op, !m ? -ENOSPC : -EBADF, "name=%s guard=1", name);
+		return;
+	}
+	if (!size || (iova | size) % 4096) {  /* the model's ranges are whole pages */
+		result(op, -EINVAL, "name=%s guard=1 why=unaligned", name);
+		return;
+	}
+	buf = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (buf == MAP_FAILED) {
+		result(op, -errno, "why=mmap");
+		return;
+	}
+	map.flags = IH_IOMMU_IOAS_MAP_FIXED_IOVA | IH_IOMMU_IOAS_MAP_WRITEABLE |
+		    IH_IOMMU_IOAS_MAP_READABLE;
+	map.ioas_id = o->id;
+	map.user_va = (uintptr_t)buf;
+	map.length = size;
+	map.iova = iova;
+	if (ioctl(iommufd, IH_IOMMU_IOAS_MAP, &map)) {
+		int rc = -errno;
+
+		munmap(buf, size);
+		result(op, rc, "name=%s iova=0x%llx", name, (unsigned long long)iova);
+		return;
+	}
+	m->iova = iova;
+	m->size = size;
+	m->buf = buf;
+	m->space = (int)o->id;
+	result(op, 0, "name=%s iova=0x%llx", name, (unsigned long long)iova);
+}
+
+static void iommufd_unmap(const char *op, const char *name, uint64_t iova, uint64_t size)
+{
+	struct ih_iommu_ioas_unmap unmap = { .size = sizeof(unmap) };
+	struct object *o = find_object(name);
+
+	if (iommufd < 0 || !o || o->ioas) {
+		result(op, -EBADF, "name=%s guard=1", name);
+		return;
+	}
+	if (!size || (iova | size) % 4096) {
+		result(op, -EINVAL, "name=%s guard=1 why=unaligned", name);
+		return;
+	}
+	unmap.ioas_id = o->id;
+	unmap.iova = iova;
+	unmap.length = size;
+	if (ioctl(iommufd, IH_IOMMU_IOAS_UNMAP, &unmap)) {
+		result(op, -errno, "name=%s iova=0x%llx", name, (unsigned long long)iova);
+		return;
+	}
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (mappings[i].buf && mappings[i].space == (int)o->id &&
+		    mappings[i].iova >= iova && mappings[i].iova + mappings[i].size <= iova + size) {
+			munmap(mappings[i].buf, mappings[i].size);
+			memset(&mappings[i], 0, sizeof(mappings[i]));
+		}
+	result(op, 0, "name=%s unmapped=%llu", name, (unsigned long long)unmap.length);
+}
+
+static void iommufd_hwpt(const char *op, const char *name, const char *bdf, const char *ioas)
+{
+	struct ih_iommu_hwpt_alloc alloc = { .size = sizeof(alloc) };
+	struct object *under = find_object(ioas), *o = new_object(name);
+	struct device *d = find_device(bdf);
+
+	if (iommufd < 0 || !o || !under || under->ioas || !d || d->space == CONTAINER) {
+		result(op, -EBADF, "name=%s guard=1", name);
+		return;
+	}
+	alloc.dev_id = d->devid;
+	alloc.pt_id = under->id;
+	if (ioctl(iommufd, IH_IOMMU_HWPT_ALLOC, &alloc)) {
+		result(op, -errno, "name=%s", name);
+		return;
+	}
+	snprintf(o->name, sizeof(o->name), "%s", name);
+	o->id = alloc.out_hwpt_id;
+	o->ioas = under->id;
+	result(op, 0, "name=%s id=%u", name, o->id);
+}
+
+static void iommufd_attach(const char *op, const char *bdf, const char *pt)
+{
+	struct ih_vfio_device_attach_iommufd_pt attach = { .argsz = sizeof(attach) };
+	struct object *o = find_object(pt);
+	struct device *d = find_device(bdf);
+
+	if (!d || d->space == CONTAINER || !o) {
+		result(op, -EBADF, "dev=%s guard=1", bdf);
+		return;
+	}
+	attach.pt_id = o->id;
+	if (ioctl(d->fd, IH_VFIO_DEVICE_ATTACH_IOMMUFD_PT, &attach)) {
+		result(op, -errno, "dev=%s", bdf);
+		return;
+	}
+	if (d->space != NO_SPACE)  /* a replace moves the device's whole group */
+		for (int i = 0; i < MAX_SLOTS; i++)
+			if (devices[i].fd > 0 && devices[i].space > 0 &&
+			    devices[i].group == d->group)
+				devices[i].space = o->ioas ? (int)o->ioas : (int)o->id;
+	d->space = o->ioas ? (int)o->ioas : (int)o->id;
+	result(op, 0, "dev=%s hwpt=%u", bdf, attach.pt_id);
+}
+
+static void iommufd_detach(const char *op, const char *bdf)
+{
+	struct ih_vfio_device_detach_iommufd_pt detach = { .argsz = sizeof(detach) };
+	struct device *d = find_device(bdf);
+
+	if (!d || d->space == CONTAINER) {
+		result(op, -EBADF, "dev=%s guard=1", bdf);
+		return;
+	}
+	if (ioctl(d->fd, IH_VFIO_DEVICE_DETACH_IOMMUFD_PT, &detach)) {
+		result(op, -errno, "dev=%s", bdf);
+		return;
+	}
+	d->space = NO_SPACE;
+	result(op, 0, "dev=%s", bdf);
+}
+
+static void iommufd_destroy(const char *op, const char *name)
+{
+	struct ih_iommu_destroy destroy = { .size = sizeof(destroy) };
+	struct object *o = find_object(name);
+
+	if (iommufd < 0 || !o) {
+		result(op, -EBADF, "name=%s guard=1", name);
+		return;
+	}
+	destroy.id = o->id;
+	if (ioctl(iommufd, IH_IOMMU_DESTROY, &destroy)) {
+		result(op, -errno, "name=%s", name);
+		return;
+	}
+	if (!o->ioas)
+		forget_mappings((int)o->id);  /* an IOAS takes its mappings with it */
+	memset(o, 0, sizeof(*o));
+	result(op, 0, "name=%s", name);
+}
+
+static void iommufd_open(const char *op)
+{
+	if (iommufd >= 0) {
+		result(op, -EBUSY, "guard=1");
+		return;
+	}
+	iommufd = open("/dev/iommu", O_RDWR | O_CLOEXEC);
+	result(op, iommufd < 0 ? -errno : 0, NULL);
+}
+
+static void iommufd_close(const char *op)
+{
+	int bound = 0;
+
+	for (int i = 0; i < MAX_SLOTS; i++)
+		bound |= devices[i].fd > 0 && devices[i].space != CONTAINER;
+	if (iommufd < 0 || bound) {
+		result(op, iommufd < 0 ? -EBADF : -EBUSY, "guard=1");
+		return;
+	}
+	close(iommufd);
+	iommufd = -1;
+	for (int i = 0; i < MAX_SLOTS; i++)  /* every object and mapping went with it */
+		if (objects[i].id && !objects[i].ioas)
+			forget_mappings((int)objects[i].id);
+	memset(objects, 0, sizeof(objects));
+	result(op, 0, NULL);
+}
+
+/* n counts the words of the line, the command's name included (as in run_line). */
+static void run_iommufd(const char *op, int n, const char *a, const char *b, const char *c)
+{
+	if (!strcmp(op, "iommufd_open") && n >= 1)
+		iommufd_open(op);
+	else if (!strcmp(op, "iommufd_close") && n >= 1)
+		iommufd_close(op);
+	else if (!strcmp(op, "iommufd_bind") && n >= 2)
+		iommufd_bind(op, a);
+	else if (!strcmp(op, "iommufd_unbind") && n >= 2)
+		do_close_device(op, a, 1);
+	else if (!strcmp(op, "iommufd_ioas") && n >= 2)
+		iommufd_ioas(op, a);
+	else if (!strcmp(op, "iommufd_map") && n >= 4)
+		iommufd_map(op, a, strtoull(b, NULL, 0), strtoull(c, NULL, 0));
+	else if (!strcmp(op, "iommufd_unmap") && n >= 4)
+		iommufd_unmap(op, a, strtoull(b, NULL, 0), strtoull(c, NULL, 0));
+	else if (!strcmp(op, "iommufd_hwpt") && n >= 4)
+		iommufd_hwpt(op, a, b, c);
+	else if (!strcmp(op, "iommufd_attach") && n >= 3)
+		iommufd_attach(op, a, b);
+	else if (!strcmp(op, "iommufd_detach") && n >= 2)
+		iommufd_detach(op, a);
+	else if (!strcmp(op, "iommufd_dma") && n >= 4)
+		do_dma(op, a, strtoull(b, NULL, 0), strtoull(c, NULL, 0));
+	else if (!strcmp(op, "iommufd_destroy") && n >= 2)
+		iommufd_destroy(op, a);
+	else
+		result(op, -EINVAL, "why=unknown_command");
 }
 
 static void run_line(char *line)
@@ -500,11 +875,13 @@ static void run_line(char *line)
 	else if (!strcmp(op, "device") && n >= 3)
 		do_device(atoi(a), b);
 	else if (!strcmp(op, "dma") && n >= 4)
-		do_dma(a, strtoull(b, NULL, 0), strtoull(c, NULL, 0));
+		do_dma(op, a, strtoull(b, NULL, 0), strtoull(c, NULL, 0));
 	else if (!strcmp(op, "dma_to") && n >= 4)
 		do_dma_to(a, strtoull(b, NULL, 0), strtoull(c, NULL, 0));
 	else if (!strcmp(op, "close_device") && n >= 2)
-		do_close_device(a);
+		do_close_device(op, a, 0);
+	else if (!strncmp(op, "iommufd_", 8))
+		run_iommufd(op, n, a, b, c);
 	else if (!strcmp(op, "close_group") && n >= 2)
 		do_close_group(atoi(a));
 	else if (!strcmp(op, "close_container") && n >= 1)

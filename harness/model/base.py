@@ -15,6 +15,7 @@ from .state import (
     EBUSY,
     ENODEV,
     ENOENT,
+    EPERM,
     Group,
     Hold,
     Outcome,
@@ -141,6 +142,23 @@ class ModelBase:
             or (h.kind in ("attach_dev", "attach_group") and g.domain == h.domain)
             or (h.kind in ("claim_group", "claim_dev") and g.owner_cnt > 0)
             or h.kind == "pasid"]
+
+    def _claim_device(self, g: Group, owner: str) -> Outcome:
+        """drivers/iommu/iommu.c (6.12, 7.2): iommu_device_claim_dma_owner, for the module's
+        claim and iommufd's bind (owner: the iommufd context) alike — a count held by another
+        owner (or kernel drivers) is -EPERM; the same owner just counts up; the first claim
+        (__iommu_take_dma_ownership) needs the default domain and no PASID attached."""
+        if g.owner_cnt:
+            if g.owner != owner:
+                return self.hit("claim_dev.other_owner", Outcome(-EPERM))
+            g.owner_cnt += 1
+            return self.hit("claim_dev.same_owner")
+        if g.domain != DEFAULT:
+            return self.hit("claim_dev.off_default", Outcome(-EBUSY))
+        if g.pasids:
+            return self.hit("claim_dev.pasids", Outcome(-EBUSY))
+        g.domain, g.owner, g.owner_cnt = BLOCKING, owner, 1
+        return self.hit("claim_dev.ok")
 
     def _core_domain(self, g: Group) -> str:
         # drivers/iommu/iommu.c: __iommu_group_set_core_domain — owner ? blocking : default

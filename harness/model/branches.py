@@ -14,6 +14,9 @@ from .state import Profile
 IOMMU_C = "drivers/iommu/iommu.c"
 VFIO_C = "drivers/vfio/vfio_main.c (6.1), group.c (6.12+)"
 CONTAINER_C = "drivers/vfio/container.c"
+VFIO_MAIN = "drivers/vfio/vfio_main.c"
+GROUP_C = "drivers/vfio/group.c"
+IOMMUFD_DEV = "drivers/iommu/iommufd/device.c"
 Applies = Callable[[Profile, bool], bool]  # (profile, the platform is SMMUv3)
 
 
@@ -49,6 +52,14 @@ def _device_claim(p: Profile, smmu: bool) -> bool:
 
 def _pasid(p: Profile, smmu: bool) -> bool:
     return p.has_pasid
+
+
+def _cdev(p: Profile, smmu: bool) -> bool:
+    return p.has_vfio_cdev
+
+
+def _no_cdev(p: Profile, smmu: bool) -> bool:
+    return not p.has_vfio_cdev
 
 
 def _type(rule: str) -> Applies:
@@ -202,6 +213,33 @@ BRANCHES: tuple[Branch, ...] = (
            "-ENODEV: the device is not bound to vfio-pci"),
     Branch("vfio.device_no_backend", f"{CONTAINER_C}:vfio_device_assign_container",
            "-EINVAL: no container, or the container has no backend yet"),
+    Branch("vfio.group_cdev_bound", "drivers/vfio/group.c:vfio_group_fops_open",
+           "-EBUSY: a device of the group is bound through its cdev", _cdev),
+    # iommufd and VFIO's device cdev (model/iommufd.py); Debian 7.2.13's sources
+    Branch("iommufd.none", "drivers/iommu/Kconfig (6.1)",
+           "-ENOENT: no /dev/iommu", _no_cdev),
+    Branch("iommufd.no_cdev", f"{VFIO_MAIN}:vfio_device_add",
+           "-ENOENT: the device is not on vfio-pci, so no /dev/vfio/devices/vfioN", _cdev),
+    Branch("iommufd.group_file_open", f"{GROUP_C}:vfio_device_block_group",
+           "-EBUSY: the device's group is open through /dev/vfio/N", _cdev),
+    Branch("iommufd.join_group", f"{IOMMUFD_DEV}:iommufd_hw_pagetable_attach",
+           "a second device of the group joins the group's page table (no iommu call)", _cdev),
+    Branch("iommufd.group_elsewhere", f"{IOMMUFD_DEV}:iommufd_hw_pagetable_attach",
+           "-EINVAL: the device's group is attached to another page table", _cdev),
+    Branch("iommufd.replace", f"{IOMMUFD_DEV}:iommufd_device_do_replace",
+           "an attached device's group moves to another domain, no detach between", _cdev),
+    Branch("iommufd.detach_idle", "drivers/vfio/iommufd.c:vfio_iommufd_physical_detach_ioas",
+           "a detach of a device not attached does nothing and answers 0", _cdev),
+    Branch("iommufd.group_detached", f"{IOMMUFD_DEV}:iommufd_hw_pagetable_detach",
+           "the group's last attached device out: the group back on its blocking domain",
+           _cdev),
+    Branch("iommufd.map_overlap", "drivers/iommu/iommufd/io_pagetable.c:iopt_check_iova",
+           "-EEXIST: a fixed IOVA overlapping a mapping of the IOAS", _cdev),
+    Branch("iommufd.unmap_cuts", "drivers/iommu/iommufd/io_pagetable.c:iopt_unmap_iova_range",
+           "-ENOENT: an unmap that would cut a mapping", _cdev),
+    Branch("iommufd.destroy_busy", "drivers/iommu/iommufd/main.c:iommufd_destroy",
+           "-EBUSY: the object is in use (an IOAS under a page table, a page table attached)",
+           _cdev),
 )
 BY_ID = {b.id: b for b in BRANCHES}
 

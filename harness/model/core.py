@@ -20,6 +20,7 @@ import inspect
 from collections.abc import Callable
 
 from .domains import DomainRules
+from .iommufd import IOMMUFD_OWNER, IommufdRules
 from .ownership import OwnershipRules
 from .pasid import PasidRules
 from .state import (
@@ -39,6 +40,7 @@ from .state import (
     NO_DRIVER,
     OWNED,
     TYPE_REQUESTS,
+    USER_DOMAINS,
     VFIO_DOMAIN,
     Group,
     Hold,
@@ -56,7 +58,7 @@ __all__ = ["BLOCKING", "DEFAULT", "DMA_API", "DOMAIN_TYPES", "EBUSY", "EEXIST", 
            "Profile", "State", "_int"]
 
 
-class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, VfioRules):
+class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, VfioRules, IommufdRules):
     def reset(self) -> Outcome:
         for h in list(self.state.holds):
             g = self.state.groups[h.group]
@@ -65,12 +67,13 @@ class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, VfioRules):
             elif h.kind in ("claim_group", "claim_dev"):
                 g.owner, g.owner_cnt, g.domain = None, 0, DEFAULT
         for g in self.state.groups.values():
-            if g.owner == VFIO_OWNER:
-                continue  # the module's reset leaves VFIO's claim alone
+            if g.owner in (VFIO_OWNER, IOMMUFD_OWNER):
+                continue  # the module's reset leaves user space's claims alone
             g.owner_cnt = sum(1 for d in g.members if self.state.drivers.get(d) == DMA_API)
             g.pasids.clear()
         self.state.holds.clear()
-        self.state.maps = {k: v for k, v in self.state.maps.items() if k[0] == VFIO_DOMAIN}
+        self.state.maps = {k: v for k, v in self.state.maps.items()
+                           if k[0].startswith(USER_DOMAINS)}
         self.state.domains.clear()
         return Outcome.ok()
 
@@ -84,8 +87,8 @@ class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, VfioRules):
             return "identity" if g.dtype == "identity" else "default"
         if g.domain == BLOCKING:
             return self.profile.blocking_name()
-        if g.domain == VFIO_DOMAIN:
-            return "unmanaged"  # VFIO's type1 domain, not one of the module's handles
+        if g.domain == VFIO_DOMAIN or g.domain.startswith("iommufd:"):
+            return "unmanaged"  # user space's domain (type1, iommufd), not one of the module's
         return f"@{g.domain}"
 
     def type_of(self, dev: str) -> str:
@@ -131,6 +134,13 @@ _DISPATCH: dict[str, Callable[..., Outcome]] = {
     "vfio_dma_to": Model.vfio_dma_to, "vfio_close_device": Model.vfio_close_device,
     "vfio_close_group": Model.vfio_close_group,
     "vfio_close_container": Model.vfio_close_container,
+    # iommufd and the device cdev from the guest's user space (ih-vfio), model/iommufd.py
+    "iommufd_open": Model.iommufd_open, "iommufd_close": Model.iommufd_close,
+    "iommufd_bind": Model.iommufd_bind, "iommufd_unbind": Model.iommufd_unbind,
+    "iommufd_ioas": Model.iommufd_ioas, "iommufd_hwpt": Model.iommufd_hwpt,
+    "iommufd_map": Model.iommufd_map, "iommufd_unmap": Model.iommufd_unmap,
+    "iommufd_attach": Model.iommufd_attach, "iommufd_detach": Model.iommufd_detach,
+    "iommufd_dma": Model.iommufd_dma, "iommufd_destroy": Model.iommufd_destroy,
 }
 # Every operation the model (and so a scenario step) knows.
 OPERATIONS = tuple(_DISPATCH)

@@ -84,11 +84,20 @@ class DmaRules(ModelBase):
         self.hit("dma.fault")
         return True
 
+    def _space_key(self, domain: str | None) -> str | None:
+        """Where a domain's mappings are kept: a domain's own, but an iommufd domain's are its
+        IOAS's (an IOAS's automatic domain and every HWPT on it map what the IOAS maps)."""
+        if domain is not None and domain.startswith("iommufd:"):
+            pt = domain.removeprefix("iommufd:")
+            return f"iommufd:{self.state.iommufd.hwpts.get(pt, pt)}"
+        return domain
+
     def _maps_all(self, domain: str | None, iova: int, length: int) -> bool:
-        """Whether ``domain`` (one of ours) maps every byte of [iova, iova + length)."""
+        """Whether ``domain`` maps every byte of [iova, iova + length)."""
         end = iova + length
+        key = self._space_key(domain)
         for (h, start), size in sorted(self.state.maps.items(), key=lambda kv: kv[0][1]):
-            if h == domain and start <= iova < start + size:
+            if h == key and start <= iova < start + size:
                 iova = start + size
         return iova >= end
 

@@ -67,22 +67,10 @@ class OwnershipRules(ModelBase):
             return g
         if not self.profile.has_device_claim:
             return Outcome.guarded(EOPNOTSUPP)
-        # drivers/iommu/iommu.c (6.12): iommu_device_claim_dma_owner — a count held by
-        # another owner (or kernel drivers) is -EPERM; the same owner just counts up.
-        if g.owner_cnt:
-            if g.owner != owner:
-                return self.hit("claim_dev.other_owner", Outcome(-EPERM))
-            g.owner_cnt += 1
-            branch = "claim_dev.same_owner"
-        else:
-            if g.domain != DEFAULT:
-                return self.hit("claim_dev.off_default", Outcome(-EBUSY))
-            if g.pasids:
-                return self.hit("claim_dev.pasids", Outcome(-EBUSY))
-            g.domain, g.owner, g.owner_cnt = BLOCKING, owner, 1
-            branch = "claim_dev.ok"
-        self.state.holds.append(Hold("claim_dev", g.id, dev))
-        return self.hit(branch)
+        out = self._claim_device(g, owner)
+        if not out.rc:
+            self.state.holds.append(Hold("claim_dev", g.id, dev))
+        return out
 
     def release_dev(self, dev: str) -> Outcome:
         if dev not in self.state.drivers:

@@ -21,7 +21,8 @@ LINUX_61 = Profile(
 LINUX_612 = Profile(
     name="linux-6.12", blocking_type=0, has_device_claim=True, alloc_needs_iommu=True,
     smmu_finalise_at_attach=False, type_rule="6.12", has_replace=True, has_pasid=True,
-    release_warn="__iommu_release_dma_ownership", alloc_symbol="iommu_paging_domain_alloc",
+    has_vfio_cdev=True, release_warn="__iommu_release_dma_ownership",
+    alloc_symbol="iommu_paging_domain_alloc",
     pasid_checks="6.12", group_handle_rule="6.12",
     description="Debian 6.12.117: static BLOCKED domain; iommu_device_claim_dma_owner; "
                 "iommu_paging_domain_alloc(dev); sysfs type writes under owner_cnt; "

@@ -40,6 +40,9 @@ RULES: Mapping[str, str] = {
                    "module guards, -EOPNOTSUPP)",
     "has_pasid": "iommu_attach_device_pasid with an attach handle: attach_pasid/detach_pasid "
                  "reach the kernel (else the module guards, -EOPNOTSUPP)",
+    "has_vfio_cdev": "VFIO's device character device binds to iommufd "
+                     "(VFIO_DEVICE_BIND_IOMMUFD): the iommufd_* steps reach the kernel (else "
+                     "there is no /dev/iommu, -ENOENT)",
     "release_warn": "the function that WARNs on a DMA-owner release nobody holds",
     "alloc_symbol": "the exported call behind the module's alloc (and the symbol check)",
     "pasid_checks": "iommu_attach_device_pasid's check order (fact: the same outcomes for edu)",
@@ -84,6 +87,9 @@ CITATIONS: Mapping[str, Mapping[str, str]] = {
         "(-EINVAL, -EBUSY); iommu_change_dev_def_domain:2882: -EBUSY off the default domain",
         "has_replace": "drivers/iommu/iommu.c (6.1.192): no iommu_group_replace_domain",
         "has_pasid": "include/linux/iommu.h (6.1.192): no iommu_attach_device_pasid",
+        "has_vfio_cdev": "drivers/vfio/vfio_main.c:vfio_device_fops_unl_ioctl:1511 (6.1.192): "
+        "no VFIO_DEVICE_BIND_IOMMUFD; no drivers/iommu/iommufd (it arrived in 6.2, VFIO's "
+        "drivers/vfio/device_cdev.c in 6.6)",
         "release_warn": _I61.format("iommu_group_release_dma_owner:3244") +
         ": WARN_ON(!owner_cnt || !owner)",
         "alloc_symbol": _I61.format("iommu_domain_alloc:1934") + ", EXPORT_SYMBOL_GPL:1938",
@@ -109,6 +115,8 @@ CITATIONS: Mapping[str, Mapping[str, str]] = {
         "else -EPERM while owner_cnt; iommu_setup_default_domain:2950 replaces any domain",
         "has_replace": _I612.format("iommu_group_replace_domain:2231") +
         ", EXPORT_SYMBOL_NS_GPL(IOMMUFD_INTERNAL)",
+        "has_vfio_cdev": "drivers/vfio/device_cdev.c:vfio_df_ioctl_bind_iommufd (6.12.118), "
+        "under CONFIG_VFIO_DEVICE_CDEV (off in Debian's packages)",
         "has_pasid": _I612.format("iommu_attach_device_pasid:3391") +
         " (struct iommu_attach_handle *handle)",
         "release_warn": _I612.format("__iommu_release_dma_ownership:3273") +
@@ -141,6 +149,8 @@ CITATIONS: Mapping[str, Mapping[str, str]] = {
         " (as 6.12 but the iommu_setup_dma_ops argument); iommu_setup_default_domain:3148",
         "has_replace": "drivers/iommu/iommu.c (7.2.13): iommu_group_replace_domain removed "
         "with its IOMMUFD_INTERNAL export; iommufd uses iommu_replace_group_handle:3976",
+        "has_vfio_cdev": "drivers/vfio/device_cdev.c:vfio_df_ioctl_bind_iommufd:83 (7.2.13), "
+        "under CONFIG_VFIO_DEVICE_CDEV (off in Debian's packages)",
         "has_pasid": _I72.format("iommu_attach_device_pasid:3624") +
         " (same prototype, include/linux/iommu.h:1217)",
         "release_warn": _I72.format("__iommu_release_dma_ownership:3482") +

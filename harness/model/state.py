@@ -26,9 +26,11 @@ __all__ = [
     "NO_DRIVER",
     "OWNED",
     "TYPE_REQUESTS",
+    "USER_DOMAINS",
     "VFIO_DOMAIN",
     "Group",
     "Hold",
+    "IommufdState",
     "Outcome",
     "Profile",
     "State",
@@ -101,6 +103,21 @@ class VfioState:
 
 
 @dataclass
+class IommufdState:
+    """What the guest's VFIO user holds of iommufd: /dev/iommu, its devices bound through their
+    character devices (each → the IOAS or HWPT it is attached to, or None), its IOASes and
+    its HWPTs (each → the IOAS under it)."""
+    open: bool = False
+    devices: dict[str, str | None] = field(default_factory=dict)
+    ioas: set[str] = field(default_factory=set)
+    hwpts: dict[str, str] = field(default_factory=dict)
+
+
+# Domains user space holds (VFIO's type1 domain, iommufd's): a module reset leaves them alone.
+USER_DOMAINS = ("vfio:", "iommufd:")
+
+
+@dataclass
 class State:
     groups: dict[int, Group]
     device_group: dict[str, int]  # devices that have a group
@@ -109,6 +126,7 @@ class State:
     holds: list[Hold] = field(default_factory=list)
     maps: dict[tuple[str, int], int] = field(default_factory=dict)  # (handle, iova) → size
     vfio: VfioState = field(default_factory=VfioState)
+    iommufd: IommufdState = field(default_factory=IommufdState)
 
     def group_of(self, dev: str) -> Group | None:
         gid = self.device_group.get(dev)
@@ -129,6 +147,7 @@ class Profile:
     has_replace: bool = False  # iommu_group_replace_domain exported (IOMMUFD_INTERNAL, 6.6
     #                            to 6.x; gone in 7.2)
     has_pasid: bool = False  # iommu_attach_device_pasid with an attach handle (6.11+)
+    has_vfio_cdev: bool = False  # VFIO's device cdev bound to iommufd (6.6+)
     release_warn: str = "iommu_group_release_dma_owner"  # where a bad DMA-owner release WARNs
     # The exported call the module's alloc reaches: iommu_domain_alloc (6.1),
     # iommu_paging_domain_alloc (6.12), iommu_paging_domain_alloc_flags (7.2: the inline

@@ -111,6 +111,9 @@ class VfioRules(DmaRules):
             return self.hit("vfio.no_group_file", Outcome(-ENOENT))
         if g.id in self.state.vfio.groups:
             return self.hit("vfio.group_open_once", Outcome(-EBUSY))
+        if any(m in self.state.iommufd.devices for m in g.members):
+            # group.c (6.6+): vfio_group_fops_open, cdev_device_open_cnt
+            return self.hit("vfio.group_cdev_bound", Outcome(-EBUSY))
         self.state.vfio.groups[g.id] = False
         return Outcome.ok()
 

@@ -566,8 +566,8 @@ def test_linux_profiles_differ_in_exactly_the_expected_fields() -> None:
     assert a.keys() == b.keys()
     assert {f for f in a if a[f] != b[f]} == {
         "name", "description", "blocking_type", "has_device_claim", "alloc_needs_iommu",
-        "smmu_finalise_at_attach", "type_rule", "has_replace", "has_pasid", "release_warn",
-        "alloc_symbol", "pasid_checks", "group_handle_rule"}
+        "smmu_finalise_at_attach", "type_rule", "has_replace", "has_pasid", "has_vfio_cdev",
+        "release_warn", "alloc_symbol", "pasid_checks", "group_handle_rule"}
     # 7.2 is 6.12 but for replace (gone), the alloc symbol and facts edu cannot reach.
     c = dataclasses.asdict(get_profile("linux-7.2"))
     assert {f for f in b if b[f] != c[f]} == {
