@@ -66,12 +66,16 @@ DOMAINS: dict[str, tuple[str, ...]] = {
     "type": ("identity", "DMA", "DMA-FQ", "auto"), "ioas": ("i", "j"), "pt": ("i", "j", "h")}
 
 
+def has_iommufd(config: Mapping[str, str]) -> bool:
+    """Whether a kernel of this configuration has iommufd and VFIO's cdev (Debian's packages
+    have neither)."""
+    return all(config.get(f"CONFIG_{name}") in ("y", "m") for name in IOMMUFD_NEEDS)
+
+
 def templates_for(config: Mapping[str, str]) -> tuple[str, ...]:
     """The fuzzer's alphabet for a kernel of this configuration: iommufd's calls join where
-    the kernel has iommufd and VFIO's cdev (Debian's packages have neither)."""
-    if all(config.get(f"CONFIG_{name}") in ("y", "m") for name in IOMMUFD_NEEDS):
-        return TEMPLATES + IOMMUFD_TEMPLATES
-    return TEMPLATES
+    the kernel has them."""
+    return TEMPLATES + IOMMUFD_TEMPLATES if has_iommufd(config) else TEMPLATES
 SETUP = ("alloc a {dev0}", "alloc b {dev1}")  # both handles exist from the start
 
 

@@ -27,6 +27,11 @@
  *   dma_to BDF IOVA LEN       one transfer device buffer -> RAM(IOVA), not waited on for
  *                             bytes (a fault through an unmapped IOVA) -> done=0|1
  *   close_device BDF | close_group G | close_container
+ *   unbind BDF                the device's address written to vfio-pci's unbind file by a
+ *                             child process: the kernel holds the write until user space
+ *                             closes the device (vfio_unregister_group_dev), so an unbind of an
+ *                             open device stays pending (done=0) and completes when
+ *                             close_device or iommufd_unbind closes it (unbound=1 there)
  *
  * iommufd and the device's own character device (include/uapi/linux/iommufd.h, the cdev part
  * of include/uapi/linux/vfio.h; Documentation/userspace-api/iommufd.rst); NAME labels an
@@ -58,6 +63,7 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <dirent.h>
 #include <time.h>
 #include <unistd.h>
@@ -84,6 +90,9 @@ static struct device devices[MAX_SLOTS];
 static struct mapping mappings[MAX_SLOTS];
 static int iommufd = -1;
 static struct object objects[MAX_SLOTS];
+/* Unbinds in progress: the child blocked in the write, by device. */
+struct unbind { char bdf[32]; pid_t pid; };
+static struct unbind unbinds[MAX_SLOTS];
 static FILE *out;
 
 static void result(const char *op, int rc, const char *fmt, ...)
@@ -467,6 +476,88 @@ static void do_dma_to(const char *bdf, uint64_t iova, uint64_t len)
 	result("dma_to", 0, "dev=%s done=%d", bdf, rc == 0);
 }
 
+/* Wait up to ms for a child; its exit code (an errno, 0 for success), -1 while it runs. */
+static int reap(pid_t pid, int ms)
+{
+	struct timespec pause = { 0, 10000000 };
+	int status;
+
+	for (int i = 0; i <= ms / 10; i++) {
+		if (waitpid(pid, &status, WNOHANG) == pid)
+			return WIFEXITED(status) ? WEXITSTATUS(status) : EINTR;
+		nanosleep(&pause, NULL);
+	}
+	return -1;
+}
+
+/* The child: a fresh image (exec drops every fd and mapping of the device, which would
+ * otherwise keep it open and the unbind waiting on ourselves), then the one write. */
+static int unbind_child(const char *bdf)
+{
+	char path[128];
+	int fd;
+
+	snprintf(path, sizeof(path), "/sys/bus/pci/drivers/vfio-pci/unbind");
+	fd = open(path, O_WRONLY);
+	if (fd < 0 || write(fd, bdf, strlen(bdf)) < 0)
+		return errno;
+	return 0;
+}
+
+static void do_unbind(const char *op, const char *bdf)
+{
+	char link[128], target[256];
+	struct unbind *u = NULL;
+	const char *driver;
+	ssize_t n;
+	pid_t pid;
+	int rc;
+
+	snprintf(link, sizeof(link), "/sys/bus/pci/devices/%s/driver", bdf);
+	n = readlink(link, target, sizeof(target) - 1);
+	target[n > 0 ? n : 0] = 0;
+	driver = strrchr(target, '/');
+	for (int i = 0; i < MAX_SLOTS && !u; i++)
+		if (!unbinds[i].pid)
+			u = &unbinds[i];
+	if (!driver || strcmp(driver + 1, "vfio-pci") || !u) {
+		result(op, u ? -ENODEV : -ENOSPC, "dev=%s guard=1 why=not_on_vfio_pci", bdf);
+		return;
+	}
+	pid = fork();
+	if (pid == 0) {
+		execl("/proc/self/exe", "ih-vfio", "unbind-child", bdf, (char *)NULL);
+		_exit(ENOEXEC);
+	}
+	if (pid < 0) {
+		result(op, -errno, "dev=%s", bdf);
+		return;
+	}
+	rc = reap(pid, 2000);  /* an unbind nobody holds up is done at once */
+	if (rc >= 0) {
+		result(op, -rc, "dev=%s done=1", bdf);
+		return;
+	}
+	snprintf(u->bdf, sizeof(u->bdf), "%s", bdf);
+	u->pid = pid;
+	result(op, 0, "dev=%s done=0", bdf);
+}
+
+/* After the device's fd closed: a pending unbind of it completes; 1 when it did. */
+static int finish_unbind(const char *bdf)
+{
+	for (int i = 0; i < MAX_SLOTS; i++)
+		if (unbinds[i].pid && !strcmp(unbinds[i].bdf, bdf)) {
+			int rc = reap(unbinds[i].pid, 15000);
+
+			if (rc < 0)
+				return 0;  /* still held: the kernel waits for another user */
+			memset(&unbinds[i], 0, sizeof(unbinds[i]));
+			return rc == 0;
+		}
+	return 0;
+}
+
 /* close_device closes a device opened through its group, iommufd_unbind one bound to iommufd:
  * the helper refuses the other kind (guard). */
 static void do_close_device(const char *op, const char *bdf, int cdev)
@@ -480,7 +571,10 @@ static void do_close_device(const char *op, const char *bdf, int cdev)
 	munmap((void *)d->bar0, d->bar0_size);
 	close(d->fd);
 	memset(d, 0, sizeof(*d));
-	result(op, 0, "dev=%s", bdf);
+	if (finish_unbind(bdf))
+		result(op, 0, "dev=%s unbound=1", bdf);
+	else
+		result(op, 0, "dev=%s", bdf);
 }
 
 static void do_close_group(int id)
@@ -886,6 +980,8 @@ static void run_line(char *line)
 		do_close_group(atoi(a));
 	else if (!strcmp(op, "close_container") && n >= 1)
 		do_close_container();
+	else if (!strcmp(op, "unbind") && n >= 2)
+		do_unbind(op, a);
 	else
 		result(op, -EINVAL, "why=unknown_command");
 }
@@ -934,6 +1030,8 @@ int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "serve"))
 		return serve(argv[2]);
+	if (argc == 3 && !strcmp(argv[1], "unbind-child"))
+		return unbind_child(argv[2]);
 	out = stdout;
 	for (int i = 1; i < argc; i++)
 		run_line(argv[i]);

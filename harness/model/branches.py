@@ -213,6 +213,10 @@ BRANCHES: tuple[Branch, ...] = (
            "-ENODEV: the device is not bound to vfio-pci"),
     Branch("vfio.device_no_backend", f"{CONTAINER_C}:vfio_device_assign_container",
            "-EINVAL: no container, or the container has no backend yet"),
+    Branch("vfio.unbind_waits", f"{VFIO_MAIN}:vfio_unregister_group_dev",
+           "an unbind of a device user space has open waits for it to close the device"),
+    Branch("vfio.unbind_done", f"{VFIO_MAIN}:vfio_unregister_group_dev",
+           "the last close completes the pending unbind: the device leaves vfio-pci"),
     Branch("vfio.group_cdev_bound", "drivers/vfio/group.c:vfio_group_fops_open",
            "-EBUSY: a device of the group is bound through its cdev", _cdev),
     # iommufd and VFIO's device cdev (model/iommufd.py); Debian 7.2.13's sources

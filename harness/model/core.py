@@ -50,7 +50,7 @@ from .state import (
     _int,
 )
 from .sysfs_type import TypeRules
-from .vfio import VFIO_OWNER, VfioRules
+from .vfio import VFIO_OWNER
 
 __all__ = ["BLOCKING", "DEFAULT", "DMA_API", "DOMAIN_TYPES", "EBUSY", "EEXIST", "EINVAL", "EIO",
            "ENODEV", "ENOENT", "ENOSPC", "EOPNOTSUPP", "EPERM", "NO_DRIVER", "OPERATIONS",
@@ -58,7 +58,7 @@ __all__ = ["BLOCKING", "DEFAULT", "DMA_API", "DOMAIN_TYPES", "EBUSY", "EEXIST", 
            "Profile", "State", "_int"]
 
 
-class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, VfioRules, IommufdRules):
+class Model(DomainRules, OwnershipRules, PasidRules, TypeRules, IommufdRules):
     def reset(self) -> Outcome:
         for h in list(self.state.holds):
             g = self.state.groups[h.group]
@@ -133,7 +133,7 @@ _DISPATCH: dict[str, Callable[..., Outcome]] = {
     "vfio_device": Model.vfio_device, "vfio_dma": Model.vfio_dma,
     "vfio_dma_to": Model.vfio_dma_to, "vfio_close_device": Model.vfio_close_device,
     "vfio_close_group": Model.vfio_close_group,
-    "vfio_close_container": Model.vfio_close_container,
+    "vfio_close_container": Model.vfio_close_container, "vfio_unbind": Model.vfio_unbind,
     # iommufd and the device cdev from the guest's user space (ih-vfio), model/iommufd.py
     "iommufd_open": Model.iommufd_open, "iommufd_close": Model.iommufd_close,
     "iommufd_bind": Model.iommufd_bind, "iommufd_unbind": Model.iommufd_unbind,

@@ -38,7 +38,6 @@ IOVAs and sizes, and closing /dev/iommu with devices bound.
 
 from __future__ import annotations
 
-from .dma import DmaRules
 from .state import (
     BLOCKING,
     DEFAULT,
@@ -52,6 +51,7 @@ from .state import (
     Outcome,
     _int,
 )
+from .vfio import VfioRules
 
 EBADF = 9
 IOMMUFD_OWNER = "iommufd"  # the iommufd context the helper's devices are bound with
@@ -64,7 +64,7 @@ def iommufd_domain(pt: str) -> str:
     return f"iommufd:{pt}"
 
 
-class IommufdRules(DmaRules):
+class IommufdRules(VfioRules):
     # ------------------------------------------------------------------ helpers
     def _bound(self, dev: str) -> Group | Outcome:
         if dev not in self.state.iommufd.devices:
@@ -129,6 +129,7 @@ class IommufdRules(DmaRules):
             return g
         self._iommufd_detach(dev, g)
         del self.state.iommufd.devices[dev]
+        self._finish_unbind(dev)
         # iommu_device_release_dma_owner
         if g.owner_cnt > 1:
             g.owner_cnt -= 1

@@ -100,6 +100,7 @@ class VfioState:
     iommu: bool = False  # VFIO_SET_IOMMU done: the container has its type1 backend
     groups: dict[int, bool] = field(default_factory=dict)  # open group → set in the container
     devices: set[str] = field(default_factory=set)  # open device fds, by device
+    unbinding: set[str] = field(default_factory=set)  # vfio-pci unbinds waiting for a close
 
 
 @dataclass

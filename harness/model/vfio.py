@@ -39,6 +39,7 @@ from .state import (
     ENODEV,
     ENOENT,
     EPERM,
+    NO_DRIVER,
     VFIO_DOMAIN,
     Group,
     Outcome,
@@ -251,7 +252,35 @@ class VfioRules(DmaRules):
         if dev not in self.state.vfio.devices:
             return Outcome.guarded(EBADF)
         self.state.vfio.devices.discard(dev)
+        self._finish_unbind(dev)
         return Outcome.ok()
+
+    # ------------------------------------------------------------------ unbinding vfio-pci
+    def vfio_unbind(self, dev: str) -> Outcome:
+        """vfio-pci's unbind (drivers/vfio/vfio_main.c: vfio_unregister_group_dev) waits until
+        user space closes the device, asking it to (the driver's request op, "blocked until
+        released by user"); the helper's write stays pending and the step answers 0. A device
+        nobody has open is unbound at once."""
+        vfio = self.state.vfio
+        if dev not in vfio.bound or dev in vfio.unbinding:
+            return Outcome.guarded(ENODEV)
+        if dev in vfio.devices or dev in self.state.iommufd.devices:
+            vfio.unbinding.add(dev)
+            return self.hit("vfio.unbind_waits")
+        self._unbound(dev)
+        return Outcome.ok()
+
+    def _unbound(self, dev: str) -> None:
+        # vfio-pci manages DMA itself (driver_managed_dma): its unbind changes no count
+        self.state.drivers[dev] = NO_DRIVER
+        self.state.vfio.bound.discard(dev)
+
+    def _finish_unbind(self, dev: str) -> None:
+        """The device's last user closed it: a pending unbind completes."""
+        if dev in self.state.vfio.unbinding:
+            self.state.vfio.unbinding.discard(dev)
+            self._unbound(dev)
+            self.hit("vfio.unbind_done")
 
     def _vfio_mapped(self, start: int, length: int) -> bool:
         return any(d == VFIO_DOMAIN and s <= start and start + length <= s + n

@@ -139,3 +139,11 @@ def test_the_fuzzer_draws_iommufd_only_where_the_kernel_has_it() -> None:
     assert templates_for({"CONFIG_IOMMUFD": "m"}) == TEMPLATES
     full = templates_for({"CONFIG_IOMMUFD": "m", "CONFIG_VFIO_DEVICE_CDEV": "y"})
     assert full == TEMPLATES + IOMMUFD_TEMPLATES
+
+
+def test_an_unbind_of_a_bound_cdev_waits_for_iommufd_unbind() -> None:
+    m = model()
+    assert rcs(m, *READY, f"iommufd_attach {E0} a") == [0] * 7
+    assert rcs(m, f"vfio_unbind {E0}") == [0] and E0 in m.state.vfio.unbinding
+    assert rcs(m, f"iommufd_unbind {E0}") == [0]
+    assert E0 not in m.state.vfio.bound and m.domain_of(E0) == "default"

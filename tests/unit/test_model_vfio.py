@@ -173,3 +173,16 @@ def test_map_and_unmap_rules_of_type1v2() -> None:
                "vfio_unmap 0x100000 0x4000") == [-EINVAL, -EINVAL, 0]
     assert not [k for k in m.state.maps if k[0] == "vfio:type1"]
     assert m.apply(f"vfio_dma {E0} 0x100000 0x0").guard
+
+
+def test_an_unbind_waits_for_the_device_to_close() -> None:
+    m = model("linux-6.12")
+    assert rcs(m, *READY, f"vfio_unbind {E0}", f"vfio_dma {E0} 0x100000 0x100") == [0] * 8
+    assert E0 in m.state.vfio.bound and "vfio.unbind_waits" in m.hits  # still vfio-pci's
+    assert rcs(m, f"vfio_close_device {E0}", f"vfio_device {E0}") == [0, -ENODEV]
+    assert m.state.drivers[E0] == NO_DRIVER and m.domain_of(E0) == "unmanaged"
+    assert rcs(m, f"vfio_close_group {E0}") == [0] and m.domain_of(E0) == "default"
+    # a device nobody has open leaves at once; one not on vfio-pci is the helper's refusal
+    m = model("linux-6.12", vfio=(E0, E1))
+    assert rcs(m, f"vfio_unbind {E1}") == [0] and m.state.drivers[E1] == NO_DRIVER
+    assert m.apply(f"vfio_unbind {E1}").guard
