@@ -217,6 +217,8 @@ BRANCHES: tuple[Branch, ...] = (
            "an unbind of a device user space has open waits for it to close the device"),
     Branch("vfio.unbind_done", f"{VFIO_MAIN}:vfio_unregister_group_dev",
            "the last close completes the pending unbind: the device leaves vfio-pci"),
+    Branch("vfio.last_device_gone", f"{VFIO_C}:vfio_device_remove_group",
+           "the group's last VFIO device unregistered: the group leaves its container"),
     Branch("vfio.group_cdev_bound", "drivers/vfio/group.c:vfio_group_fops_open",
            "-EBUSY: a device of the group is bound through its cdev", _cdev),
     # iommufd and VFIO's device cdev (model/iommufd.py); Debian 7.2.13's sources

@@ -129,8 +129,13 @@ class IommufdRules(VfioRules):
             return g
         self._iommufd_detach(dev, g)
         del self.state.iommufd.devices[dev]
-        self._finish_unbind(dev)
-        # iommu_device_release_dma_owner
+        out = self._release_device(g)
+        warn = self._finish_unbind(dev)  # the close lets a pending unbind complete
+        return Outcome(out.rc, warn=out.warn or warn)
+
+    def _release_device(self, g: Group) -> Outcome:
+        """iommu_device_release_dma_owner: count down, or back to the default domain; WARN
+        (__iommu_release_dma_ownership) when nobody owns the group any more."""
         if g.owner_cnt > 1:
             g.owner_cnt -= 1
             return self.hit("release_dev.count_down")

@@ -252,8 +252,7 @@ class VfioRules(DmaRules):
         if dev not in self.state.vfio.devices:
             return Outcome.guarded(EBADF)
         self.state.vfio.devices.discard(dev)
-        self._finish_unbind(dev)
-        return Outcome.ok()
+        return Outcome(0, warn=self._finish_unbind(dev))
 
     # ------------------------------------------------------------------ unbinding vfio-pci
     def vfio_unbind(self, dev: str) -> Outcome:
@@ -267,20 +266,29 @@ class VfioRules(DmaRules):
         if dev in vfio.devices or dev in self.state.iommufd.devices:
             vfio.unbinding.add(dev)
             return self.hit("vfio.unbind_waits")
-        self._unbound(dev)
-        return Outcome.ok()
+        return Outcome(0, warn=self._unbound(dev))
 
-    def _unbound(self, dev: str) -> None:
-        # vfio-pci manages DMA itself (driver_managed_dma): its unbind changes no count
+    def _unbound(self, dev: str) -> str:
+        """The device leaves vfio-pci (driver_managed_dma: no count changes). When it was the
+        group's last VFIO device (vfio_device_remove_group: group->drivers drops to 0), a group
+        in a container leaves it, as at UNSET_CONTAINER, though its file stays open. Returns
+        the WARN's function, or ""."""
+        vfio = self.state.vfio
         self.state.drivers[dev] = NO_DRIVER
-        self.state.vfio.bound.discard(dev)
+        vfio.bound.discard(dev)
+        g = self.state.group_of(dev)
+        if g is None or any(m in vfio.bound for m in g.members) or not vfio.groups.get(g.id):
+            return ""
+        self.hit("vfio.last_device_gone")
+        return self._vfio_release(g)
 
-    def _finish_unbind(self, dev: str) -> None:
+    def _finish_unbind(self, dev: str) -> str:
         """The device's last user closed it: a pending unbind completes."""
-        if dev in self.state.vfio.unbinding:
-            self.state.vfio.unbinding.discard(dev)
-            self._unbound(dev)
-            self.hit("vfio.unbind_done")
+        if dev not in self.state.vfio.unbinding:
+            return ""
+        self.state.vfio.unbinding.discard(dev)
+        self.hit("vfio.unbind_done")
+        return self._unbound(dev)
 
     def _vfio_mapped(self, start: int, length: int) -> bool:
         return any(d == VFIO_DOMAIN and s <= start and start + length <= s + n

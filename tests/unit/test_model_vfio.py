@@ -180,7 +180,9 @@ def test_an_unbind_waits_for_the_device_to_close() -> None:
     assert rcs(m, *READY, f"vfio_unbind {E0}", f"vfio_dma {E0} 0x100000 0x100") == [0] * 8
     assert E0 in m.state.vfio.bound and "vfio.unbind_waits" in m.hits  # still vfio-pci's
     assert rcs(m, f"vfio_close_device {E0}", f"vfio_device {E0}") == [0, -ENODEV]
-    assert m.state.drivers[E0] == NO_DRIVER and m.domain_of(E0) == "unmanaged"
+    # the group's last VFIO device gone, the group left its container (its file stays open)
+    assert m.state.drivers[E0] == NO_DRIVER and m.domain_of(E0) == "default"
+    assert m.state.groups[2].owner is None and "vfio.last_device_gone" in m.hits
     assert rcs(m, f"vfio_close_group {E0}") == [0] and m.domain_of(E0) == "default"
     # a device nobody has open leaves at once; one not on vfio-pci is the helper's refusal
     m = model("linux-6.12", vfio=(E0, E1))

@@ -33,8 +33,14 @@ def recorded() -> RunResults:
 
 
 def test_results_json_round_trips(recorded: RunResults) -> None:
-    # What a run wrote loads back into the same objects and writes out the same document.
-    assert results_json(recorded) == json.loads(RECORDED.read_text())
+    # What a run wrote loads back into the same objects and writes out the same document; the
+    # branches it missed are derived from the model's registry as it is now (a branch added
+    # since the recording is missed too), so only the branches taken must be the recorded ones.
+    written, read = results_json(recorded), json.loads(RECORDED.read_text())
+    assert {k: v for k, v in written.items() if k != "coverage"} == \
+        {k: v for k, v in read.items() if k != "coverage"}
+    assert [(c["profile"], c["taken"]) for c in written["coverage"]] == \
+        [(c["profile"], c["taken"]) for c in read["coverage"]]
 
 
 def test_the_recorded_runs_have_every_kind_of_outcome(recorded: RunResults) -> None:
