@@ -77,6 +77,10 @@ def templates_for(config: Mapping[str, str]) -> tuple[str, ...]:
     the kernel has them."""
     return TEMPLATES + IOMMUFD_TEMPLATES if has_iommufd(config) else TEMPLATES
 SETUP = ("alloc a {dev0}", "alloc b {dev1}")  # both handles exist from the start
+# With iommufd in the alphabet, /dev/iommu open and both IOASes mapping the IOVA the DMA
+# templates use, so that binds, attaches and replaces go deep within a short sequence.
+IOMMUFD_SETUP = ("iommufd_open", "iommufd_ioas i", "iommufd_ioas j",
+                 "iommufd_map i 0x100000 0x10000", "iommufd_map j 0x100000 0x10000")
 
 
 def fuzz_bindings(devices: Sequence[str]) -> tuple[tuple[str, DriverChoice], ...]:
@@ -114,6 +118,8 @@ def sequences(seed: int, steps: int, devices: Sequence[str], length: int = 25,
         n = min(left, rng.randint(1, length))
         setup = [s.format(dev0=devices[0], dev1=devices[min(1, len(devices) - 1)])
                  for s in SETUP]
+        if IOMMUFD_TEMPLATES[0] in templates:
+            setup += IOMMUFD_SETUP
         out.append(setup + [draw(rng, devices, templates) for _ in range(n)])
         left -= n
     return out

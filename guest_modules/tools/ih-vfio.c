@@ -438,10 +438,14 @@ static int edu_transfer(struct device *d, uint64_t src, uint64_t dst, uint64_t l
 static void do_dma(const char *op, const char *bdf, uint64_t iova, uint64_t len)
 {
 	struct device *d = find_device(bdf);
-	struct mapping *m = d ? find_mapping(d->space, iova) : NULL;
+	struct mapping *m;
 	uint8_t *src, *dst;
 	int rc;
 
+	/* dma is for a device opened through its group, iommufd_dma for one bound to iommufd */
+	if (d && (d->space == CONTAINER) != !strcmp(op, "dma"))
+		d = NULL;
+	m = d ? find_mapping(d->space, iova) : NULL;
 	if (!d || !m || !len || iova + 2 * len > m->iova + m->size || len > 4096) {
 		result(op, d ? -EINVAL : -EBADF, "dev=%s guard=1 why=%s", bdf,
 		       !d ? "no_device" : !m ? "unmapped" : "too_long");
@@ -468,7 +472,7 @@ static void do_dma_to(const char *bdf, uint64_t iova, uint64_t len)
 	struct device *d = find_device(bdf);
 	int rc;
 
-	if (!d) {
+	if (!d || d->space != CONTAINER) {
 		result("dma_to", -EBADF, "dev=%s guard=1", bdf);
 		return;
 	}

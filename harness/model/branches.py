@@ -243,6 +243,8 @@ BRANCHES: tuple[Branch, ...] = (
            "-EEXIST: a fixed IOVA overlapping a mapping of the IOAS", _cdev),
     Branch("iommufd.unmap_cuts", "drivers/iommu/iommufd/io_pagetable.c:iopt_unmap_iova_range",
            "-ENOENT: an unmap that would cut a mapping", _cdev),
+    Branch("iommufd.unmap_nothing", "drivers/iommu/iommufd/ioas.c:iommufd_ioas_unmap",
+           "-ENOENT: an unmap of a range with nothing mapped", _cdev),
     Branch("iommufd.destroy_busy", "drivers/iommu/iommufd/main.c:iommufd_destroy",
            "-EBUSY: the object is in use (an IOAS under a page table, a page table attached)",
            _cdev),

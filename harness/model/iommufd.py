@@ -28,9 +28,10 @@ packaged kernels leave IOMMUFD off, so these rules run against source-built kern
   then iommu_device_release_dma_owner (count down, or back to the default domain; WARN in
   __iommu_release_dma_ownership when nobody owns the group any more);
 - IOAS mappings (drivers/iommu/iommufd/io_pagetable.c): a fixed IOVA overlapping an area is
-  -EEXIST (iopt_check_iova); an unmap may not cut an area (-ENOENT, iopt_unmap_iova_range),
-  and unmapping nothing answers 0; IOMMU_DESTROY of an object in use (an IOAS under a page
-  table, a page table a device is attached to) is -EBUSY.
+  -EEXIST (iopt_check_iova); an unmap may not cut an area (-ENOENT, iopt_unmap_iova_range); IOMMU_DESTROY of an object in use (an IOAS under a page
+  table, a page table a device is attached to) is -EBUSY; an unmap of nothing is -ENOENT
+  (drivers/iommu/iommufd/ioas.c: iommufd_ioas_unmap, found by the fuzzer: the range walk
+  itself calls it success).
 
 The helper refuses (guards) what it has no fd or object for, a second device fd, unaligned
 IOVAs and sizes, and closing /dev/iommu with devices bound.
@@ -244,6 +245,8 @@ class IommufdRules(VfioRules):
         inside = [(s, n) for s, n in mine if s < start + length and start < s + n]
         if any(s < start or s + n > start + length for s, n in inside):
             return self.hit("iommufd.unmap_cuts", Outcome(-ENOENT))
+        if not inside:  # ioas.c: iommufd_ioas_unmap, nothing unmapped
+            return self.hit("iommufd.unmap_nothing", Outcome(-ENOENT))
         for s, _ in inside:
             del self.state.maps[(key, s)]
         return Outcome.ok()
