@@ -28,10 +28,10 @@ packaged kernels leave IOMMUFD off, so these rules run against source-built kern
   then iommu_device_release_dma_owner (count down, or back to the default domain; WARN in
   __iommu_release_dma_ownership when nobody owns the group any more);
 - IOAS mappings (drivers/iommu/iommufd/io_pagetable.c): a fixed IOVA overlapping an area is
-  -EEXIST (iopt_check_iova); an unmap may not cut an area (-ENOENT, iopt_unmap_iova_range); IOMMU_DESTROY of an object in use (an IOAS under a page
-  table, a page table a device is attached to) is -EBUSY; an unmap of nothing is -ENOENT
-  (drivers/iommu/iommufd/ioas.c: iommufd_ioas_unmap, found by the fuzzer: the range walk
-  itself calls it success).
+  -EEXIST (iopt_check_iova); an unmap may not cut an area (-ENOENT, iopt_unmap_iova_range),
+  and an unmap of nothing is -ENOENT too (drivers/iommu/iommufd/ioas.c: iommufd_ioas_unmap;
+  found by the fuzzer: the range walk itself calls it success); IOMMU_DESTROY of an object in
+  use (an IOAS under a page table, a page table a device is attached to) is -EBUSY.
 
 The helper refuses (guards) what it has no fd or object for, a second device fd, unaligned
 IOVAs and sizes, and closing /dev/iommu with devices bound.
