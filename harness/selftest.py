@@ -12,6 +12,7 @@ needs are only selectable with COMPILE_TEST).
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from dataclasses import replace
@@ -48,6 +49,38 @@ def add_selftest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS")
     p.add_argument("--out", type=Path, help="output folder (default: ./out/selftest-<time>)")
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
+    p.add_argument("--suite", default="iommufd", choices=SUITES,
+                   help="iommufd (tools/testing/selftests/iommu, the default) or vfio "
+                        "(tools/testing/selftests/vfio: needs QEMU's igb device)")
+
+
+SUITES = ("iommufd", "vfio")
+# tools/testing/selftests/vfio (6.18+) drives a real device through vfio-pci; of QEMU's
+# devices its driver library knows igb (QEMU 8.0 and later; Debian 12's QEMU 7.2 lacks it).
+VFIO_DEVICE = "igb"
+
+
+def device_names(help_text: str) -> set[str]:
+    """The device names in QEMU's ``-device help`` output (pure)."""
+    return set(re.findall(r'^name "([^"]+)"', help_text, re.MULTILINE))
+
+
+def qemu_devices(binary: str) -> set[str]:
+    """The device names a QEMU binary offers."""
+    return device_names(hostcmd.run([binary, "-nodefaults", "-machine", "none", "-device",
+                                     "help"], what=f"{binary} -device help", timeout=60))
+
+
+def check_vfio_suite(binary: str) -> None:
+    """The VFIO selftests need igb in the guest: one line where QEMU has none."""
+    version = hostcmd.run([binary, "--version"], what=f"{binary} --version").split("\n")[0]
+    if VFIO_DEVICE not in qemu_devices(binary):
+        raise ConfigError(f"{version} has no {VFIO_DEVICE} device: the tree's "
+                          "tools/testing/selftests/vfio cannot run in its guests",
+                          "use QEMU 8.0 or later (Debian 13's), or --suite iommufd")
+    raise ConfigError(f"{version} has {VFIO_DEVICE}, but running the tree's "
+                      "tools/testing/selftests/vfio is not built yet",
+                      "use --suite iommufd")
 
 
 def build_selftest(tree: Path, platform: Platform) -> Path:
@@ -88,6 +121,8 @@ def judge_test(result: TestResult, events: list[str]) -> tuple[Outcome, str]:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     platform = PLATFORMS[args.platform]
+    if args.suite == "vfio":
+        check_vfio_suite(platform.qemu_binary)
     tree = check_tree(args.kernel)
     kernel = source_kernel(str(tree), platform, ("iommufd-test",))
     if kernel.config().get("CONFIG_IOMMUFD_TEST") != "y":

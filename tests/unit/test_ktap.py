@@ -8,7 +8,7 @@ import subprocess
 from harness.dmesg import Record
 from harness.ktap import MARKER, parse_ktap, records_by_test, run_wrapper, splats
 from harness.results import Outcome
-from harness.selftest import judge_test
+from harness.selftest import VFIO_DEVICE, device_names, judge_test
 
 # The shape kselftest_harness.h prints (tools/testing/selftests/kselftest_harness.h:
 # __run_test and the KTAP header), three tests of the iommufd selftest.
@@ -72,3 +72,11 @@ def test_the_wrapper_marks_each_test_and_keeps_the_output() -> None:
                        check=True)
     assert r.stdout == "#  RUN           a.b ...\nok 1 a.b\n"
     assert r.stderr.startswith(MARKER) and r.stderr.split()[1:] == ["a.b", "..."]
+
+
+def test_qemus_device_list_is_read_for_igb() -> None:
+    text = ('Network devices:\nname "e1000e", bus PCI, desc "Intel 82574L GbE Controller"\n'
+            'name "igb", bus PCI, desc "Intel 82576 Gigabit Ethernet Controller"\n'
+            'Misc devices:\nname "edu", bus PCI\n')
+    assert device_names(text) == {"e1000e", "igb", "edu"}
+    assert VFIO_DEVICE not in device_names(text.replace('"igb"', '"igbvf"'))
