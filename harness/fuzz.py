@@ -75,7 +75,8 @@ def has_iommufd(config: Mapping[str, str]) -> bool:
 def templates_for(config: Mapping[str, str]) -> tuple[str, ...]:
     """The fuzzer's alphabet for a kernel of this configuration: iommufd's calls join where
     the kernel has them."""
-    return TEMPLATES + IOMMUFD_TEMPLATES if has_iommufd(config) else TEMPLATES
+    # twice each: a bind, an attach and a replace must meet within one short sequence
+    return TEMPLATES + IOMMUFD_TEMPLATES * 2 if has_iommufd(config) else TEMPLATES
 SETUP = ("alloc a {dev0}", "alloc b {dev1}")  # both handles exist from the start
 # With iommufd in the alphabet, /dev/iommu open and both IOASes mapping the IOVA the DMA
 # templates use, so that binds, attaches and replaces go deep within a short sequence.
