@@ -5,8 +5,28 @@
 #   \036B<token>\036 <stdout> \036E<token>\036 <stderr> \036X<token> <exit code>\036
 # The tty passes output bytes untouched (-opost), never echoes, and turns ^C into SIGINT (isig):
 # the harness interrupts a command that overran its deadline that way.
+# QEMU drops what it cannot write to the console's socket at once (a virtconsole is never
+# throttled: hw/char/virtio-console.c, flush_buf), so a command's output goes to a file first
+# and is sent in chunks of 64 KiB, far below the socket's buffer: after each chunk but the last,
+# \036W<token>\036 asks the harness to say (a newline) that it has read everything so far.
 stty -echo -icanon -opost -icrnl -ixon -iexten isig min 1 time 0
-t=${HARNESS_TMP:-/tmp}  # where the agent keeps the current script and its stderr
+t=${HARNESS_TMP:-/tmp}  # where the agent keeps the current script and its output
+chunk=65536
+# send FILE TOKEN: the file, in chunks with a wait for the harness between them.
+send() {
+  [ -s "$1" ] || return 0
+  n=$(($(wc -c < "$1")))
+  if [ "$n" -le $chunk ]; then cat "$1"; return 0; fi
+  i=0
+  while [ $((i * chunk)) -lt "$n" ]; do
+    if [ $i -gt 0 ]; then
+      printf '\036W%s\036' "$2"
+      read -r ack
+    fi
+    dd if="$1" bs=$chunk skip=$i count=1 2> /dev/null
+    i=$((i + 1))
+  done
+}
 trap 'intr=1' INT
 set -m
 printf '\036HELLO\036\n'
@@ -21,12 +41,13 @@ while :; do
   printf '\036B%s\036' "$token"
   # A subshell (a fork, no exec) in its own process group (set -m): on ^C the agent's trap
   # interrupts wait and the whole group is killed.
-  ( . "$t/.cmd" ) < /dev/null 2> "$t/.err" &
+  ( . "$t/.cmd" ) < /dev/null > "$t/.out" 2> "$t/.err" &
   pid=$!
   wait $pid
   rc=$?
   [ $intr = 1 ] && kill -KILL -$pid 2> /dev/null
+  send "$t/.out" "$token"
   printf '\036E%s\036' "$token"
-  [ -s "$t/.err" ] && cat "$t/.err"
+  send "$t/.err" "$token"
   printf '\036X%s %d\036' "$token" "$rc"
 done

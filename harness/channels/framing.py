@@ -5,7 +5,9 @@ a backslash, and a space at either end (``read`` would strip it) written as a ``
 escape, which the agent's ``printf '%b'`` (a shell builtin: no process to start) turns back into
 the byte. The agent's ``read`` takes a line a byte at a time, so a short request is a fast
 one. Reply:
-``\\x1eB<token>\\x1e <stdout> \\x1eE<token>\\x1e <stderr> \\x1eX<token> <exit code>\\x1e``.
+``\\x1eB<token>\\x1e <stdout> \\x1eE<token>\\x1e <stderr> \\x1eX<token> <exit code>\\x1e``,
+where an output longer than 64 KiB comes in chunks with ``\\x1eW<token>\\x1e`` between them,
+each waiting for the harness's newline (:data:`ACK`) before the next.
 The token is random per command and the request never carries a raw ``\\x1e``, so neither an
 echo of the request nor the command's own output can forge a marker.
 """
@@ -45,6 +47,14 @@ def request(token: bytes, script: str | bytes) -> bytes:
 
 def begin_marker(token: bytes) -> bytes:
     return RS + b"B" + token + RS
+
+
+ACK = b"\n"  # the harness has read everything so far: the agent sends its next chunk
+
+
+def wait_marker(token: bytes) -> bytes:
+    """Between two chunks of a long output: the agent waits for :data:`ACK`."""
+    return RS + b"W" + token + RS
 
 
 def stdout_end_marker(token: bytes) -> bytes:

@@ -3,13 +3,15 @@
 The transport is any file descriptor: in a guest, the host end of QEMU's virtio console socket;
 in unit tests, a pty master with the same agent script running on the host.
 
-A pump thread drains the transport into a pipe as soon as bytes arrive, and pexpect reads the
-pipe. QEMU drops console output it cannot write at once (hw/char/virtio-console.c: flush_buf,
+A pump drains the transport into a pipe as soon as bytes arrive, and pexpect reads the pipe.
+QEMU drops console output it cannot write at once (hw/char/virtio-console.c: flush_buf,
 "silently dropping console data on EAGAIN" for a virtconsole), so a harness that is slow to
 read, as on a loaded machine, lost whole 4 KiB buffers of a command's output (10 of a 1 MiB
-output's 256, under two test suites at once). The pump keeps the socket empty: it needs the CPU
-for a moment per chunk, not the harness's attention; the pipe (1 MiB where the kernel allows)
-holds what the harness has not read yet.
+output's 256, under two test suites at once). The pump keeps the socket empty; the pipe (1 MiB
+where the kernel allows) holds what the harness has not read yet. The pump is a process of its
+own, ``cat``: a thread of the harness still lost 8 of 256 buffers with a kernel build beside
+two test suites (it ran only when it got the interpreter's lock), while a process the scheduler
+wakes as soon as bytes arrive, and one that sleeps most of the time is woken first.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import contextlib
 import fcntl
 import os
 import socket
-import threading
+import subprocess
 from typing import BinaryIO
 
 import pexpect
@@ -31,24 +33,16 @@ from . import Result, framing
 INTERRUPT_GRACE = 5.0  # seconds the agent gets to report an interrupted command
 _F_SETPIPE_SZ = 1031  # fcntl.h (Linux)
 PIPE_BYTES = 1 << 20
+PUMP_EXIT = 5.0  # seconds the pump gets to see the end of file after close()
 
 
-def _pump(source: int, sink: int) -> None:
-    """Copy ``source`` to ``sink`` until end of file or an error, then close both (the pump's
-    own descriptors: a number closed elsewhere and reused can never be read here)."""
+def _start_pump(source: int, sink: int) -> subprocess.Popen[bytes]:
+    """``cat`` from ``source`` to ``sink``, both handed over (closed here). It ends at end of
+    file (QEMU gone, or the socket shut down by :meth:`SerialShell.close`), or at its next write
+    once nobody reads the pipe; it never outlives QEMU, which dies with the harness."""
     try:
-        while True:
-            try:
-                data = os.read(source, 1 << 16)
-            except OSError:  # EIO from a pty whose other side closed, ECONNRESET, EBADF
-                break
-            if not data:
-                break
-            view = memoryview(data)
-            while view:
-                view = view[os.write(sink, view):]
-    except OSError:
-        pass  # the reading side closed the pipe: nobody listens any more
+        return subprocess.Popen(["cat"], stdin=source, stdout=sink, stderr=subprocess.DEVNULL,
+                                close_fds=True)
     finally:
         for fd in (source, sink):
             with contextlib.suppress(OSError):
@@ -63,9 +57,7 @@ class SerialShell:
         self._out, sink = os.pipe()
         with contextlib.suppress(OSError):  # above /proc/sys/fs/pipe-max-size: keep the default
             fcntl.fcntl(sink, _F_SETPIPE_SZ, PIPE_BYTES)
-        self._pump = threading.Thread(target=_pump, args=(os.dup(fd), sink), daemon=True,
-                                      name=f"serial-pump-{fd}")
-        self._pump.start()
+        self._pump = _start_pump(os.dup(fd), sink)
         self._child = fdpexpect.fdspawn(self._out, timeout=None, maxread=1 << 16)
         self._child.logfile_read = transcript
         self._broken: str | None = None
@@ -91,20 +83,22 @@ class SerialShell:
         try:
             self._expect(framing.begin_marker(token), deadline, label)
             began = True
-            stdout = self._expect(framing.stdout_end_marker(token), deadline, label)
+            stdout = self._collect(token, framing.stdout_end_marker(token), deadline, label)
         except CommandTimeout as exc:
-            self._interrupt(token, began, label)
-            raise CommandTimeout(label, timeout, exc.partial) from None
-        stderr = self._expect(framing.exit_marker(token), deadline, label)
+            rest = self._interrupt(token, began, label)
+            raise CommandTimeout(label, timeout, exc.partial + rest) from None
+        stderr = self._collect(token, framing.exit_marker(token), deadline, label)
         code = self._expect(framing.RS, deadline, label)
         return Result(stdout, stderr, framing.parse_exit_code(code))
 
-    def _interrupt(self, token: bytes, began: bool, command: str) -> None:
-        """^C the overrunning command and resynchronise on its end markers.
+    def _interrupt(self, token: bytes, began: bool, command: str) -> bytes:
+        """^C the overrunning command and resynchronise on its end markers; return what it
+        wrote before it was stopped (the agent sends a command's output once it has ended).
 
         The ^C is repeated once: a signal that lands while the agent is between two steps of
         its loop can be absorbed without interrupting the wait.
         """
+        out = b""
         for attempt in range(2):
             self._write(framing.INTERRUPT)
             grace = Deadline.after(INTERRUPT_GRACE / 2)
@@ -112,18 +106,20 @@ class SerialShell:
                 if not began:
                     self._expect(framing.begin_marker(token), grace, command)
                     began = True
-                self._expect(framing.stdout_end_marker(token), grace, command)
-            except CommandTimeout:
+                out += self._collect(token, framing.stdout_end_marker(token), grace, command)
+            except CommandTimeout as exc:
+                out += exc.partial
                 if attempt == 0:
                     continue
                 self._broken = f"command {command!r} ignored the interrupt"
-                return
+                return out
             break
         try:
-            self._expect(framing.exit_marker(token), grace, command)
+            self._collect(token, framing.exit_marker(token), grace, command)
             self._expect(framing.RS, grace, command)
         except CommandTimeout:
             self._broken = f"the agent did not finish reporting {command!r}"
+        return out
 
     def post(self, command: str) -> None:
         """Send a command without waiting for its reply (for one that ends the guest)."""
@@ -139,9 +135,30 @@ class SerialShell:
             raise GuestError("control channel closed: the guest or QEMU is gone",
                              "see the console log") from exc
 
-    def _expect(self, marker: bytes, deadline: Deadline, command: str) -> bytes:
+    def _collect(self, token: bytes, end: bytes, deadline: Deadline, command: str) -> bytes:
+        """What comes before ``end``: the chunks of a long output joined, each acknowledged
+        as it is read (the agent sends the next one then)."""
+        parts: list[bytes] = []
+        wait = framing.wait_marker(token)
         try:
-            self._child.expect_exact(marker, timeout=deadline.remaining)
+            while True:
+                found, before = self._expect_one((wait, end), deadline, command)
+                parts.append(before)
+                if found == 1:
+                    return b"".join(parts)
+                self._write(framing.ACK)
+        except CommandTimeout as exc:
+            raise CommandTimeout(command, deadline.remaining,
+                                 b"".join(parts) + exc.partial) from None
+
+    def _expect(self, marker: bytes, deadline: Deadline, command: str) -> bytes:
+        return self._expect_one((marker,), deadline, command)[1]
+
+    def _expect_one(self, markers: tuple[bytes, ...], deadline: Deadline, command: str
+                    ) -> tuple[int, bytes]:
+        """Which of ``markers`` came first, and what came before it."""
+        try:
+            found = self._child.expect_exact(list(markers), timeout=deadline.remaining)
         except pexpect.TIMEOUT:
             partial = self._child.before if isinstance(self._child.before, bytes) else b""
             raise CommandTimeout(command, deadline.remaining, partial) from None
@@ -150,11 +167,11 @@ class SerialShell:
             raise GuestError("control channel closed: the guest or QEMU is gone",
                              "see the console log") from exc
         before = self._child.before
-        return before if isinstance(before, bytes) else b""
+        return int(found), before if isinstance(before, bytes) else b""
 
     def close(self) -> None:
         # A socket is shut down, which ends the pump's blocked read at once; a pty's pump ends
-        # when its other side closes.
+        # when its other side closes, or is killed.
         dup = os.dup(self._fd)
         try:
             with socket.socket(fileno=dup) as sock:
@@ -169,3 +186,8 @@ class SerialShell:
             os.close(self._fd)
         with contextlib.suppress(OSError):
             os.close(self._out)  # a pump still copying stops at its next write
+        try:
+            self._pump.wait(timeout=PUMP_EXIT)
+        except subprocess.TimeoutExpired:  # a pty whose other side is still open
+            self._pump.kill()
+            self._pump.wait()

@@ -79,6 +79,15 @@ def test_quotes_and_multiline_scripts(shell: SerialShell) -> None:
     assert r.stdout == b"same\n"
 
 
+@pytest.mark.parametrize("size", [65536, 65537, 3 * 65536, 200_000])
+def test_a_long_output_comes_in_acknowledged_chunks(shell: SerialShell, size: int) -> None:
+    # Longer than one chunk: the agent waits for the harness between chunks (a console drops
+    # what its socket cannot take), the harness joins them; stderr alike.
+    r = shell.run(f"head -c {size} /dev/zero | tr '\\000' x; head -c {size} /dev/zero >&2")
+    assert (r.stdout, r.stderr, r.exit_code) == (b"x" * size, b"\0" * size, 0)
+    assert shell.run("echo next").stdout == b"next\n"
+
+
 def test_a_command_that_times_out_is_interrupted_and_the_shell_recovers(
         shell: SerialShell) -> None:
     with pytest.raises(CommandTimeout) as info:
