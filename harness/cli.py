@@ -121,8 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     bisect = sub.add_parser("bisect", help="git bisect run over a kernel repository for the "
                                            "first commit that shows a failure")
     add_bisect_arguments(bisect)
-    selftest = sub.add_parser("selftest", help="the kernel's iommufd selftest from a source "
-                                               "tree, inside a guest, a result per test")
+    selftest = sub.add_parser("selftest", help="the kernel's own selftests (iommufd, VFIO) "
+                                               "from a source tree, in guests, a result per "
+                                               "test")
     add_selftest_arguments(selftest)
     step = sub.add_parser("bisect-step", help=argparse.SUPPRESS)  # what git bisect run runs
     add_step_arguments(step)

@@ -19,7 +19,7 @@ from typing import Literal, get_args
 from .errors import ConfigError
 
 FRAGMENTS_DIR = Path(__file__).resolve().parent.parent / "images" / "kconfig"
-OptionalFragment = Literal["debug", "fault-injection", "iommufd-test"]
+OptionalFragment = Literal["debug", "fault-injection", "iommufd-test", "vfio-test"]
 OPTIONAL: tuple[str, ...] = get_args(OptionalFragment)
 ARCHES = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
 
@@ -40,7 +40,8 @@ def parse_fragment(text: str) -> dict[str, str]:
 def fragment_files(arch: str, extras: Sequence[str] = (),
                    folder: Path = FRAGMENTS_DIR) -> list[Path]:
     """The fragments of a build in merge order: base, the architecture's, then ``extras``
-    in the order given (each once). An unknown name is a usage error naming the known ones."""
+    in the order given (each once), each followed by its architecture's part where it has
+    one (``NAME.ARCH.config``). An unknown name is a usage error naming the known ones."""
     if arch not in ARCHES:
         raise ConfigError(f"no kernel configuration for architecture {arch!r}",
                           f"use one of {sorted(set(ARCHES.values()))}")
@@ -48,7 +49,10 @@ def fragment_files(arch: str, extras: Sequence[str] = (),
     if unknown:
         raise ConfigError(f"unknown --kconfig {', '.join(unknown)}",
                           f"choose from {', '.join(OPTIONAL)}")
-    names = ["base", ARCHES[arch], *dict.fromkeys(extras)]
+    names = ["base", ARCHES[arch]]
+    for extra in dict.fromkeys(extras):  # an optional fragment's part for one arch follows it
+        names += [extra, *([f"{extra}.{ARCHES[arch]}"]
+                           if (folder / f"{extra}.{ARCHES[arch]}.config").is_file() else [])]
     return [folder / f"{n}.config" for n in names]
 
 

@@ -54,10 +54,23 @@ def parse_ktap(text: str) -> list[TestResult]:
     return results
 
 
+EXIT = "ih-selftest-exit: "  # the line the wrapper ends the output with: the program's status
+_EXIT = re.compile(rf"^{EXIT}(\d+)$", re.MULTILINE)
+
+
 def run_wrapper(command: str) -> str:
-    """The guest command that runs a selftest and marks each test in the kernel log."""
-    return (f"{command} 2>&1 | while IFS= read -r l; do case \"$l\" in *'  RUN  '*) "
-            f"echo \"{MARKER}${{l##*RUN}}\" > /dev/kmsg;; esac; printf '%s\\n' \"$l\"; done")
+    """The guest command that runs a selftest, marks each test in the kernel log, and ends
+    the output with the program's exit status."""
+    return (f"{{ {command}; echo \"{EXIT}$?\"; }} 2>&1 | while IFS= read -r l; do "
+            f"case \"$l\" in *'  RUN  '*) echo \"{MARKER}${{l##*RUN}}\" > /dev/kmsg;; esac; "
+            f"printf '%s\\n' \"$l\"; done")
+
+
+def exit_status(output: str) -> int | None:
+    """The program's exit status from the wrapper's output; None where it never got there (the
+    guest stopped answering, or the output was cut)."""
+    found = _EXIT.findall(output)
+    return int(found[-1]) if found else None
 
 
 def records_by_test(records: Sequence[Record]) -> dict[str, list[Record]]:

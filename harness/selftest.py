@@ -1,12 +1,10 @@
-"""``iommu-harness selftest``: the kernel's own iommufd selftest, built from the tree under test
-and run inside our guest, one result per test, each judged with our kernel-log verdict.
+"""``iommu-harness selftest``: the kernel's own selftests, built from the tree under test and
+run inside our guests, one result per test, each judged with our kernel-log verdict.
 
-The kernel is the tree built with the ``iommufd-test`` fragment (IOMMUFD_TEST: the mock
-domains and devices the selftest drives); the selftest is tools/testing/selftests/iommu/
-iommufd.c compiled statically against the build's own ``headers_install``, and put into the
-guest's image. Results go to the run's reports (results.json, junit.xml, report.html), a test
-per row. x86_64 only: on arm64 7.x IOMMUFD_TEST cannot be selected (the generic page tables it
-needs are only selectable with COMPILE_TEST).
+The tree is built once with the fragments of every suite asked for (``iommufd-test``,
+``vfio-test``); each suite (harness/selftest_suites.py) compiles its programs statically against
+that build's ``headers_install`` and gets a guest of its own topology with them in its image.
+Results go to the run's reports (results.json, junit.xml, report.html), a test per row.
 """
 
 from __future__ import annotations
@@ -15,49 +13,50 @@ import argparse
 import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
-from . import cache, hostcmd
+from . import hostcmd
+from .dmesg import Record
 from .errors import ConfigError
 from .guest import Guest, GuestConfig
-from .kbuild import BuildPlan, SourceBuild, source_kernel
-from .kfragments import fragment_files
-from .ktap import TestResult, parse_ktap, records_by_test, run_wrapper, splats
-from .platforms import PLATFORMS, Platform
+from .kbuild import source_kernel
+from .ktap import (
+    TestResult,
+    exit_status,
+    parse_ktap,
+    records_by_test,
+    run_wrapper,
+    splats,
+)
+from .platforms import PLATFORMS
 from .prepare import GuestRequest, kernel_record, out_root, prepare
 from .reports import write_reports
 from .results import Outcome, RunResults, ScenarioResult, host_facts, now
-from .srctree import check_tree, tree_state
+from .selftest_suites import KSFT_SKIP, SUITES, Invocation, Program, Suite, suite
+from .srctree import check_tree
+from .topology import device_bdf
 
-SELFTEST = "tools/testing/selftests/iommu/iommufd.c"
-GUEST_PATH = "/bin/iommufd-selftest"
-# Huge pages reserved before the run: the 128M dirty-tracking tests map 128 MiB of them
-# (2 MiB pages on x86_64); the guest has 512 MiB.
-HUGEPAGES = 96
-FILE = "selftest:iommufd"
 EXIT_OK, EXIT_FAILED = 0, 1
+# What each suite needs of the built kernel: a tree that cannot select it is one line.
+REQUIRED = {"iommufd": ("CONFIG_IOMMUFD_TEST", "y"), "vfio": ("CONFIG_VFIO_PCI", "m")}
 
 
 def add_selftest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel", required=True, type=Path, metavar="DIR",
-                   help="a kernel source tree with tools/testing/selftests/iommu")
+                   help="a kernel source tree")
+    p.add_argument("--suite", action="append", choices=SUITES, metavar="SUITE",
+                   help="iommufd (tools/testing/selftests/iommu, the default) or vfio "
+                        "(tools/testing/selftests/vfio, 6.18+); repeatable")
     p.add_argument("--platform", default="x86_64-vtd", choices=["x86_64-vtd"],
                    help="x86_64-vtd (arm64 7.x cannot select IOMMUFD_TEST)")
     p.add_argument("--test", action="append", default=[], metavar="FIXTURE.VARIANT.TEST",
                    help="run only these tests (repeatable; kselftest's -r)")
-    p.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS")
+    p.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS",
+                   help="for each suite's guest")
     p.add_argument("--out", type=Path, help="output folder (default: ./out/selftest-<time>)")
     p.add_argument("--accel", default="auto", choices=("auto", "kvm", "tcg"))
-    p.add_argument("--suite", default="iommufd", choices=SUITES,
-                   help="iommufd (tools/testing/selftests/iommu, the default) or vfio "
-                        "(tools/testing/selftests/vfio: needs QEMU's igb device)")
-
-
-SUITES = ("iommufd", "vfio")
-# tools/testing/selftests/vfio (6.18+) drives a real device through vfio-pci; of QEMU's
-# devices its driver library knows igb (QEMU 8.0 and later; Debian 12's QEMU 7.2 lacks it).
-VFIO_DEVICE = "igb"
 
 
 def device_names(help_text: str) -> set[str]:
@@ -71,39 +70,8 @@ def qemu_devices(binary: str) -> set[str]:
                                      "help"], what=f"{binary} -device help", timeout=60))
 
 
-def check_vfio_suite(binary: str) -> None:
-    """The VFIO selftests need igb in the guest: one line where QEMU has none."""
-    version = hostcmd.run([binary, "--version"], what=f"{binary} --version").split("\n")[0]
-    if VFIO_DEVICE not in qemu_devices(binary):
-        raise ConfigError(f"{version} has no {VFIO_DEVICE} device: the tree's "
-                          "tools/testing/selftests/vfio cannot run in its guests",
-                          "use QEMU 8.0 or later (Debian 13's), or --suite iommufd")
-    raise ConfigError(f"{version} has {VFIO_DEVICE}, but running the tree's "
-                      "tools/testing/selftests/vfio is not built yet",
-                      "use --suite iommufd")
-
-
-def build_selftest(tree: Path, platform: Platform) -> Path:
-    """The selftest, static, for the tree's current state (cached by state)."""
-    source = tree / SELFTEST
-    if not source.is_file():
-        raise ConfigError(f"the kernel tree {tree} has no {SELFTEST}",
-                          "use a tree of 6.2 or later (iommufd)")
-    plan = BuildPlan(tree, platform.arch, tuple(fragment_files(platform.debian_arch,
-                                                               ["iommufd-test"])))
-    build = SourceBuild(plan)
-    entry = cache.cache_root() / "selftests" / f"{plan.key}-{tree_state(tree).key}"
-    entry.parent.mkdir(parents=True, exist_ok=True)
-
-    def make(tmp: Path) -> None:
-        build.headers()
-        hostcmd.run(["gcc", "-static", "-O2", "-Wall", "-Wno-unused-function", "-D_GNU_SOURCE",
-                     "-isystem", str(build.obj / "usr" / "include"),
-                     "-I", str(tree / "tools" / "testing" / "selftests"),
-                     "-o", str(tmp / "iommufd"), str(source), "-lcap", "-lpthread"],
-                    what=f"building {SELFTEST}", timeout=600)
-
-    return cache.ensure_dir(entry, make) / "iommufd"
+def qemu_version(binary: str) -> str:
+    return hostcmd.run([binary, "--version"], what=f"{binary} --version").split("\n")[0]
 
 
 def judge_test(result: TestResult, events: list[str]) -> tuple[Outcome, str]:
@@ -121,20 +89,33 @@ def judge_test(result: TestResult, events: list[str]) -> tuple[Outcome, str]:
 
 def cmd_selftest(args: argparse.Namespace) -> int:
     platform = PLATFORMS[args.platform]
-    if args.suite == "vfio":
-        check_vfio_suite(platform.qemu_binary)
+    suites = [suite(n) for n in dict.fromkeys(args.suite or ["iommufd"])]
+    for s in suites:
+        s.check_platform(platform)
     tree = check_tree(args.kernel)
-    kernel = source_kernel(str(tree), platform, ("iommufd-test",))
-    if kernel.config().get("CONFIG_IOMMUFD_TEST") != "y":
-        raise ConfigError(f"the kernel tree {tree} cannot build IOMMUFD_TEST",
-                          "use a tree of 6.2 or later; the line above names what it dropped")
-    binary = build_selftest(tree, platform)
+    for s in suites:
+        s.check_tree(tree)
+    devices = qemu_devices(platform.qemu_binary)
+    for s in suites:
+        if line := s.notice(devices, qemu_version(platform.qemu_binary)):
+            print(f"iommu-harness: {line}", file=sys.stderr)
+    fragments = tuple(s.kconfig for s in suites)
+    kernel = source_kernel(str(tree), platform, fragments)
+    for s in suites:
+        option, wanted = REQUIRED[s.name]
+        if kernel.config().get(option) not in (wanted, "y"):
+            raise ConfigError(f"the kernel tree {tree} cannot build {option[7:]} (the {s.name} "
+                              "selftest needs it)",
+                              "use a newer tree; the line above names what it dropped")
     out = (args.out or out_root() / f"selftest-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    request = GuestRequest(platform=platform.name, kernel=str(tree), accel=args.accel,
-                           out_root=out / "guests", kconfig=("iommufd-test",),
-                           extra_files=((GUEST_PATH, binary),))
-    started = now()
-    runs = _run(prepare(request), args, kernel_record(kernel))
+    started, runs = now(), []
+    for s in suites:
+        programs = s.build(tree, platform, fragments)
+        request = GuestRequest(platform=platform.name, kernel=str(tree), accel=args.accel,
+                               out_root=out / "guests", kconfig=fragments,
+                               topology=s.topology(devices),
+                               extra_files=tuple((p.guest_path, p.host) for p in programs))
+        runs += _run_suite(prepare(request), s, programs, args, kernel_record(kernel))
     results = RunResults(tuple(runs), started, now(), host_facts())
     page = write_reports(results, out)
     counts = {o: sum(1 for r in runs if r.outcome is o) for o in Outcome}
@@ -146,34 +127,82 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     return EXIT_FAILED if not results.ok else EXIT_OK
 
 
-def _run(config: GuestConfig, args: argparse.Namespace, record: dict[str, str | None]
-         ) -> list[ScenarioResult]:
-    kernel = config.kernel
-    head = ScenarioResult(scenario="", file=FILE, platform=config.platform.name,
-                          kernel=str(args.kernel), release=kernel.release, profile="-",
+def _run_suite(config: GuestConfig, s: Suite, programs: Sequence[Program],
+               args: argparse.Namespace, record: dict[str, str | None]
+               ) -> list[ScenarioResult]:
+    head = ScenarioResult(scenario="", file=f"selftest:{s.name}", platform=config.platform.name,
+                          kernel=str(args.kernel), release=config.kernel.release, profile="-",
                           outcome=Outcome.PASS, kernel_resolved=record)
-    command = GUEST_PATH + "".join(f" -r {t}" for t in args.test)
+    topo = config.topology
+    deadline = time.monotonic() + args.timeout
+    runs: list[ScenarioResult] = []
     with Guest(config) as guest:
-        mark = guest.kmsg_mark()
-        began = time.monotonic()
-        guest.check(f"echo {HUGEPAGES} > /proc/sys/vm/nr_hugepages")
-        output = guest.run(run_wrapper(command), timeout=args.timeout).text
-        took = time.monotonic() - began
-        by_test = records_by_test(guest.kmsg_since(mark.seq))
+        for command in s.setup_commands(topo):
+            guest.check(command)
+        if s.driver:
+            for d in topo.devices:
+                guest.bind(device_bdf(topo, d), s.driver)
+        sriov = [d.id for d in topo.devices if guest.run(
+            f"[ -e /sys/bus/pci/devices/{device_bdf(topo, d)}/sriov_totalvfs ]").exit_code == 0]
         console = str(guest.console_log)
-    (config.out_dir / "selftest-output.txt").write_text(output)
-    tests = parse_ktap(output)
-    if not tests:
-        tail = " | ".join(output.strip().splitlines()[-3:])
-        raise ConfigError(f"the selftest printed no results: {tail}", f"see {console}")
-    runs = []
-    for t in tests:
-        records = by_test.get(t.name, [])
-        events = [e.signature for e in splats(records)]
-        outcome, detail = judge_test(t, events)
-        runs.append(replace(head, scenario=f"iommufd: {t.name}", outcome=outcome,
-                            detail=detail, duration=took / len(tests),
-                            kernel_log="\n".join(r.text for r in records),
-                            console_log=console))
-    print(f"{len(tests)} tests ran in {took:.0f} s", file=sys.stderr)
+        head = replace(head, console_log=console)
+        for inv in s.invocations(programs, topo, args.test, sriov):
+            if inv.skip:
+                runs.append(replace(head, scenario=f"{inv.label}: {inv.program.name}",
+                                    outcome=Outcome.SKIPPED, detail=inv.skip))
+                continue
+            runs += _run_program(guest, inv, head, deadline, bool(args.test))
+    took = sum(r.duration for r in runs)
+    print(f"{s.name}: {len(runs)} results in {took:.0f} s", file=sys.stderr)
     return runs
+
+
+def _run_program(guest: Guest, inv: Invocation, head: ScenarioResult, deadline: float,
+                 filtered: bool) -> list[ScenarioResult]:
+    """One program in the guest: a result per test it ran, judged with the kernel log cut at
+    its RUN lines; a result for the program where it ran no test or the kernel complained
+    outside its tests."""
+    mark = guest.kmsg_mark()
+    began = time.monotonic()
+    output = guest.run(run_wrapper(inv.command),
+                       timeout=max(60.0, deadline - time.monotonic())).text
+    took = time.monotonic() - began
+    records = guest.kmsg_since(mark.seq)
+    (guest.config.out_dir / f"{inv.label.replace(' ', '-')}-{inv.program.name}.txt"
+     ).write_text(output)
+    by_test = records_by_test(records)
+    tests = parse_ktap(output)
+    runs = [_test_result(head, inv, t, by_test.get(t.name, []), took / len(tests))
+            for t in tests]
+    own = {id(r) for recs in by_test.values() for r in recs}
+    outside = [e.signature for e in splats(r for r in records if id(r) not in own)]
+    program = replace(head, scenario=f"{inv.label}: {inv.program.name}", duration=took,
+                      kernel_log="\n".join(r.text for r in records if id(r) not in own))
+    status = exit_status(output)
+    if outside:
+        runs.append(replace(program, outcome=Outcome.SPLAT,
+                            detail=f"outside its tests the kernel logged {', '.join(outside)}"))
+    elif not tests:
+        runs.append(_program_result(program, status, output, filtered))
+    return runs
+
+
+def _test_result(head: ScenarioResult, inv: Invocation, t: TestResult, records: Sequence[Record],
+                 duration: float) -> ScenarioResult:
+    outcome, detail = judge_test(t, [e.signature for e in splats(records)])
+    return replace(head, scenario=f"{inv.label}: {t.name}", outcome=outcome, detail=detail,
+                   duration=duration, kernel_log="\n".join(r.text for r in records))
+
+
+def _program_result(program: ScenarioResult, status: int | None, output: str,
+                    filtered: bool) -> ScenarioResult:
+    """A program that ran no test: it skipped as a whole, matched none of ``--test``, or
+    failed before its first test (pure)."""
+    said = [ln for ln in output.strip().splitlines() if not ln.startswith("ih-selftest-exit")]
+    tail = " | ".join(said[-3:]) or "no output"
+    if status == KSFT_SKIP:
+        return replace(program, outcome=Outcome.SKIPPED, detail=tail)
+    if status == 0 and filtered:
+        return replace(program, outcome=Outcome.SKIPPED, detail="no test of it matched --test")
+    why = "it never finished" if status is None else f"it exited {status} before any test"
+    return replace(program, outcome=Outcome.FAIL, detail=f"{why}: {tail}")

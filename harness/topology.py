@@ -20,7 +20,10 @@ EDU_PCI_ID = "1234:11e8"  # QEMU hw/misc/edu.c: PCI_VENDOR_ID_QEMU 0x1234, devic
 PCIE_PCI_BRIDGE_PCI_ID = "1b36:000e"  # QEMU include/hw/pci/pci.h: PCI_DEVICE_ID_REDHAT_PCIE_BRIDGE
 
 _ID_RE = re.compile(r"^[a-z][a-z0-9_-]{0,30}$")
-_DEVICE_KINDS = {"edu": EDU_PCI_ID}
+# QEMU hw/net/igb_regs.h: E1000_DEV_ID_82576 0x10c9, SR-IOV capable (QEMU 8.0 and later); its
+# VFs sit at the PF's routing ID + 0x80 (IGB_VF_OFFSET), stride 2.
+IGB_PCI_ID = "8086:10c9"
+_DEVICE_KINDS = {"edu": EDU_PCI_ID, "igb": IGB_PCI_ID}
 _BRIDGE_KINDS = {"pcie-pci-bridge": PCIE_PCI_BRIDGE_PCI_ID}
 _DEVICE_KEYS = {"id", "kind", "slot", "function", "bridge", "dma_mask"}
 _BRIDGE_KEYS = {"id", "kind", "slot"}
@@ -155,6 +158,9 @@ def _parse_bridge(t: Mapping[str, Any], index: int, fail: Any) -> Bridge:
 def _parse_device(t: Mapping[str, Any], index: int, fail: Any) -> Device:
     ident, kind, where = _identify(t, index, "device", _DEVICE_KEYS, _DEVICE_KINDS, "edu", fail)
     dma_mask = _get(t, "dma_mask", int, None, fail, where)
+    if dma_mask is not None and kind != "edu":
+        raise fail(f"{where}: dma_mask is a property of edu, not of {kind}",
+                   "remove dma_mask from this device")
     if dma_mask is not None and not 0 < dma_mask < 1 << 64:
         raise fail(f"{where}: dma_mask {dma_mask:#x} out of range", "use a positive 64-bit mask")
     return Device(id=ident, slot=_get(t, "slot", int, _REQUIRED, fail, where),
@@ -210,10 +216,33 @@ def _validate(topo: Topology, platform: Platform, fail: Any) -> None:
             raise fail(f"{where}: address {d.slot:#x}.{d.function} is taken by "
                        f"{root_addrs[d.slot, d.function]!r}", "use a free slot or function")
         root_addrs[d.slot, d.function] = d.id
+    _check_vf_slots(topo, root_addrs, lo, hi, fail)
     for (slot, function), ident in root_addrs.items():
         if function and (slot, 0) not in root_addrs:
             raise fail(f"device {ident!r}: function {function} of slot {slot:#x} has no function 0",
                        "a multifunction slot needs a device at function 0")
+
+
+IGB_VF_SLOTS = (16, 17)  # igb's 8 VFs: routing ID + 0x80 + 2 i, i.e. these slots further on
+
+
+def _check_vf_slots(topo: Topology, root_addrs: Mapping[tuple[int, int], str], lo: int,
+                    hi: int, fail: Any) -> None:
+    """An igb sits on the root bus at function 0 (SR-IOV needs PCIe), and the slots its VFs
+    would take are free."""
+    taken = {slot for slot, _ in root_addrs}
+    for d in topo.devices:
+        if d.kind != "igb":
+            continue
+        if d.bridge is not None or d.function != 0:
+            raise fail(f"device {d.id!r}: igb goes on the root bus at function 0",
+                       "remove its bridge and function keys")
+        for vf_slot in (d.slot + k for k in IGB_VF_SLOTS):
+            if vf_slot in taken or not lo <= vf_slot <= hi:
+                raise fail(f"device {d.id!r}: its VFs need root-bus slot {vf_slot:#x}, which "
+                           f"is {'taken' if vf_slot in taken else 'not free'}",
+                           f"put the igb at a slot from {lo:#x} to {hi - IGB_VF_SLOTS[1]:#x} "
+                           "whose slots 16 and 17 further on are free")
 
 
 def _check_root_slot(ident: str, slot: int, lo: int, hi: int, reserved: Mapping[int, str],

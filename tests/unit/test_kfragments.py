@@ -37,9 +37,23 @@ def test_fragments_merge_in_order_base_arch_then_extras() -> None:
     assert arm["CONFIG_ARM_SMMU_V3"] == "y" and arm["CONFIG_IOMMUFD"] == "m"
 
 
+def test_an_optional_fragment_brings_its_architectures_part() -> None:
+    x86 = [f.name for f in fragment_files("x86_64", ["vfio-test", "debug"])]
+    assert x86 == ["base.config", "x86_64.config", "vfio-test.config",
+                   "vfio-test.x86_64.config", "debug.config"]
+    arm = [f.name for f in fragment_files("arm64", ["vfio-test"])]
+    assert arm == ["base.config", "arm64.config", "vfio-test.config"]
+    asked = merged(parse_fragment(f.read_text()) for f in fragment_files("x86_64",
+                                                                        ["vfio-test"]))
+    assert asked["CONFIG_INTEL_IOMMU_DEBUGFS"] == "y" and asked["CONFIG_IOMMUFD"] == "y"
+
+
 def test_every_shipped_fragment_is_known_and_parses() -> None:
     shipped = {p.stem for p in FRAGMENTS_DIR.glob("*.config")}
-    assert shipped == {"base", "x86_64", "arm64", *OPTIONAL}
+    per_arch = {s for s in shipped if "." in s}
+    assert shipped - per_arch == {"base", "x86_64", "arm64", *OPTIONAL}
+    assert all(s.split(".")[0] in OPTIONAL and s.split(".")[1] in ("x86_64", "arm64")
+               for s in per_arch)
     for path in FRAGMENTS_DIR.glob("*.config"):
         options = parse_fragment(path.read_text())
         assert options, path

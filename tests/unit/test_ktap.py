@@ -6,9 +6,17 @@ from __future__ import annotations
 import subprocess
 
 from harness.dmesg import Record
-from harness.ktap import MARKER, parse_ktap, records_by_test, run_wrapper, splats
+from harness.ktap import (
+    MARKER,
+    exit_status,
+    parse_ktap,
+    records_by_test,
+    run_wrapper,
+    splats,
+)
 from harness.results import Outcome
-from harness.selftest import VFIO_DEVICE, device_names, judge_test
+from harness.selftest import device_names, judge_test
+from harness.selftest_suites import VFIO_DEVICE_WITH_DRIVER
 
 # The shape kselftest_harness.h prints (tools/testing/selftests/kselftest_harness.h:
 # __run_test and the KTAP header), three tests of the iommufd selftest.
@@ -70,7 +78,8 @@ def test_the_wrapper_marks_each_test_and_keeps_the_output() -> None:
         "/dev/kmsg", "/dev/stderr")
     r = subprocess.run(["busybox", "sh", "-c", script], capture_output=True, text=True,
                        check=True)
-    assert r.stdout == "#  RUN           a.b ...\nok 1 a.b\n"
+    assert r.stdout == "#  RUN           a.b ...\nok 1 a.b\nih-selftest-exit: 0\n"
+    assert exit_status(r.stdout) == 0
     assert r.stderr.startswith(MARKER) and r.stderr.split()[1:] == ["a.b", "..."]
 
 
@@ -79,4 +88,4 @@ def test_qemus_device_list_is_read_for_igb() -> None:
             'name "igb", bus PCI, desc "Intel 82576 Gigabit Ethernet Controller"\n'
             'Misc devices:\nname "edu", bus PCI\n')
     assert device_names(text) == {"e1000e", "igb", "edu"}
-    assert VFIO_DEVICE not in device_names(text.replace('"igb"', '"igbvf"'))
+    assert VFIO_DEVICE_WITH_DRIVER not in device_names(text.replace('"igb"', '"igbvf"'))

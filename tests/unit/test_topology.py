@@ -60,6 +60,15 @@ def test_dma_mask_is_passed_to_qemu() -> None:
         "edu,id=e,bus=pcie.0,addr=0x3.0x0,dma_mask=0xffffffff"
 
 
+def test_the_vfio_topologies_give_each_device_its_own_group() -> None:
+    assert {frozenset({"0000:00:03.0"})} <= groups_of("vfio")
+    with_igb = load_topology(TOPOLOGIES_DIR / "vfio-igb.toml", X86_64_VTD)
+    assert "igb,id=igb0,bus=pcie.0,addr=0x5.0x0" in device_args(with_igb, X86_64_VTD)
+    predicted = {g.bdfs: g for g in predict_groups(with_igb, X86_64_VTD)}
+    assert frozenset({"0000:00:05.0"}) in predicted
+    assert [m.pci_id for m in predicted[frozenset({"0000:00:05.0"})].members] == ["8086:10c9"]
+
+
 @pytest.mark.parametrize(("text", "needle"), [
     ("[[device]\n", "not valid TOML"),
     ('colour = "red"\n', "unknown key(s) colour"),
@@ -80,6 +89,12 @@ def test_dma_mask_is_passed_to_qemu() -> None:
     ('[[bridge]]\nid = "b"\nslot = 2\n[[device]]\nid = "a"\nbridge = "b"\nslot = 1\n'
      '[[device]]\nid = "c"\nbridge = "b"\nslot = 1\n', "behind 'b' is taken by 'a'"),
     ("device = 3\n", "'device' must be an array of tables"),
+    ('[[device]]\nid = "n"\nslot = 3\nkind = "igb"\ndma_mask = 0xff\n', "property of edu"),
+    ('[[bridge]]\nid = "b"\nslot = 2\n[[device]]\nid = "n"\nbridge = "b"\nslot = 1\n'
+     'kind = "igb"\n', "igb goes on the root bus"),
+    ('[[device]]\nid = "n"\nslot = 3\nkind = "igb"\n[[device]]\nid = "e"\nslot = 0x13\n',
+     "its VFs need root-bus slot 0x13, which is taken"),
+    ('[[device]]\nid = "n"\nslot = 7\nkind = "igb"\n', "slot 0x18, which is not free"),
 ])
 def test_malformed_topologies_name_the_problem(text: str, needle: str) -> None:
     with pytest.raises(ConfigError) as info:
