@@ -78,7 +78,8 @@ def build_env(ccache_dir: Path) -> dict[str, str]:
 
 
 def progress_line(what: str, steps: int, elapsed: float) -> str:
-    return f"iommu-harness: {what}: {steps} steps, {elapsed // 60:.0f}m{elapsed % 60:02.0f}s"
+    minutes, seconds = divmod(round(elapsed), 60)  # whole seconds first: 659.6 s is 11m00s
+    return f"iommu-harness: {what}: {steps} steps, {minutes}m{seconds:02d}s"
 
 
 def failure_summary(lines: Sequence[str], keep: int = LOG_TAIL) -> str:

@@ -133,6 +133,8 @@ def _run_suite(config: GuestConfig, s: Suite, programs: Sequence[Program],
     head = ScenarioResult(scenario="", file=f"selftest:{s.name}", platform=config.platform.name,
                           kernel=str(args.kernel), release=config.kernel.release, profile="-",
                           outcome=Outcome.PASS, kernel_resolved=record)
+    if s.memory_mb and s.memory_mb > config.platform.memory_mb:
+        config = replace(config, platform=replace(config.platform, memory_mb=s.memory_mb))
     topo = config.topology
     deadline = time.monotonic() + args.timeout
     runs: list[ScenarioResult] = []

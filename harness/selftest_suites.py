@@ -75,6 +75,7 @@ class Suite(ABC):
     platforms: ClassVar[tuple[str, ...]]
     first_release: ClassVar[str]  # for the error where a tree lacks the suite
     driver: ClassVar[str | None] = None  # every device of the topology is bound to it first
+    memory_mb: ClassVar[int | None] = None  # the guest's memory, where the platform's is short
 
     def check_platform(self, platform: Platform) -> None:
         if platform.name not in self.platforms:
@@ -161,6 +162,8 @@ class VfioSuite(Suite):
     first_release = "6.18"
     marker = "tools/testing/selftests/vfio/Makefile"
     driver = "vfio-pci"
+    # vfio_pci_driver_test maps (and so pins) 1 GiB and 2 MiB of shared memory
+    memory_mb = 2048
 
     def topology(self, qemu_devices: set[str]) -> Path:
         with_igb = VFIO_DEVICE_WITH_DRIVER in qemu_devices
@@ -182,6 +185,13 @@ class VfioSuite(Suite):
                 hostcmd.run(["rm", "-rf", str(leftover)], what="cleaning up", timeout=60)
             elif leftover.suffix in (".o", ".d"):
                 leftover.unlink()
+
+    def setup_commands(self, topology: Topology) -> list[str]:
+        # vfio_pci_sriov_uapi_test makes a VF through the PF's sriov_numvfs, which vfio-pci
+        # refuses (ENOENT) unless enable_sriov (drivers/vfio/pci/vfio_pci.c, writable at run
+        # time)
+        return [*super().setup_commands(topology),
+                "echo Y > /sys/module/vfio_pci/parameters/enable_sriov"]
 
     def invocations(self, programs: Sequence[Program], topology: Topology,
                     tests: Sequence[str], sriov: Sequence[str]) -> list[Invocation]:

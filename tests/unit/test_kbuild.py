@@ -122,6 +122,7 @@ def test_a_failed_build_shows_the_compiler_error() -> None:
     assert failure_summary(log) == "drivers/iommu/iommu.c:12:1: error: expected ';' before 'int'"
     assert failure_summary(["a", "b", "", "c"], keep=2) == "c"
     assert progress_line("building x", 12, 75.0) == "iommu-harness: building x: 12 steps, 1m15s"
+    assert progress_line("x", 1, 659.6).endswith("11m00s")  # never 10m60s
 
 
 # ------------------------------------------------------------------------------- worktree
