@@ -60,14 +60,16 @@ def test_qemu_killed_from_outside_is_a_clear_error(guest_pool: GuestPool, platfo
 
 
 def start_harness(tmp_path: Path, platform: str) -> tuple[subprocess.Popen[bytes], int]:
-    """A harness running a long guest command; returns it and its QEMU's pid once ready."""
+    """A harness running a long guest command; returns it and its QEMU's pid once ready. The
+    command says so through the kernel log, which reaches the console log at once (its output
+    goes to the harness only when it ends)."""
     proc = subprocess.Popen([*HARNESS, "boot", "--platform", platform, "--out", str(tmp_path),
-                             "--", "echo READY; sleep 600"],
+                             "--", "echo ih-test-READY > /dev/kmsg; sleep 600"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        logs = list(tmp_path.glob("*/control.log"))
-        if logs and b"READY" in logs[0].read_bytes():
+        logs = list(tmp_path.glob("*/console.log"))
+        if logs and b"ih-test-READY" in logs[0].read_bytes():
             qemu = children_named(proc.pid)
             assert len(qemu) == 1
             return proc, qemu[0]
@@ -85,11 +87,11 @@ def test_killing_the_harness_kills_qemu(tmp_path: Path, platform: str, sig: int,
     proc.send_signal(sig)
     assert proc.wait(30) == code
     assert wait_gone(qemu, 10), f"QEMU {qemu} survived the harness's {signal.Signals(sig).name}"
-    # The guest's logs are kept: the control channel's transcript, the console (of a restored
-    # guest: from its restore on, its boot beside it).
+    # The guest's logs are kept: the control channel's transcript (with the command sent), the
+    # console (of a restored guest: from its restore on, its boot beside it).
     folders = [p.parent for p in tmp_path.glob("*/control.log")]
-    assert len(folders) == 1 and b"READY" in (folders[0] / "control.log").read_bytes()
-    assert (folders[0] / "console.log").exists()
+    assert len(folders) == 1 and b"\036B" in (folders[0] / "control.log").read_bytes()
+    assert b"ih-test-READY" in (folders[0] / "console.log").read_bytes()
     boot_log = folders[0] / "boot-console.log"
     if not boot_log.exists():
         boot_log = folders[0] / "console.log"
