@@ -49,8 +49,9 @@ def add_selftest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--suite", action="append", choices=SUITES, metavar="SUITE",
                    help="iommufd (tools/testing/selftests/iommu, the default) or vfio "
                         "(tools/testing/selftests/vfio, 6.18+); repeatable")
-    p.add_argument("--platform", default="x86_64-vtd", choices=["x86_64-vtd"],
-                   help="x86_64-vtd (arm64 7.x cannot select IOMMUFD_TEST)")
+    p.add_argument("--platform", default="x86_64-vtd", choices=sorted(PLATFORMS),
+                   help="x86_64-vtd (the default), or aarch64-smmuv3 for the vfio suite "
+                        "(arm64 7.x cannot select IOMMUFD_TEST)")
     p.add_argument("--test", action="append", default=[], metavar="FIXTURE.VARIANT.TEST",
                    help="run only these tests (repeatable; kselftest's -r)")
     p.add_argument("--timeout", type=float, default=1800.0, metavar="SECONDS",

@@ -15,6 +15,7 @@ gets, the guest's set-up, and the command lines that run each program there.
 
 from __future__ import annotations
 
+import os
 import shlex
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -23,12 +24,14 @@ from pathlib import Path
 from typing import ClassVar, Literal, get_args
 
 from . import cache, hostcmd
+from .debian.apt import download_packages
 from .errors import ConfigError
 from .kbuild import BuildPlan, SourceBuild
 from .kfragments import fragment_files
 from .platforms import Platform
 from .prepare import TOPOLOGIES_DIR
 from .srctree import tree_state
+from .toolchain import CROSS_COMPILE, DEBIAN_ARCH, GNU_TYPE, KBUILD_ARCH
 from .topology import Topology, device_bdf
 
 SuiteName = Literal["iommufd", "vfio"]
@@ -105,15 +108,16 @@ class Suite(ABC):
         entry.parent.mkdir(parents=True, exist_ok=True)
 
         def make(tmp: Path) -> None:
-            self._compile(tree, build.headers(), tmp)
+            self._compile(tree, build.headers(), tmp, platform.arch)
 
         folder = cache.ensure_dir(entry, make)
         return [Program(self.name, p.name, p) for p in sorted(folder.iterdir())
                 if p.is_file() and p.stat().st_mode & 0o111]
 
     @abstractmethod
-    def _compile(self, tree: Path, headers: Path, out: Path) -> None:
-        """Compile the programs into ``out`` (executables only are kept as programs)."""
+    def _compile(self, tree: Path, headers: Path, out: Path, arch: str) -> None:
+        """Compile the programs into ``out`` for ``arch`` (executables only are kept as
+        programs)."""
 
     def setup_commands(self, topology: Topology) -> list[str]:
         """Guest shell commands before the programs run."""
@@ -138,7 +142,7 @@ class IommufdSuite(Suite):
     first_release = "6.2"
     SOURCE = marker = "tools/testing/selftests/iommu/iommufd.c"
 
-    def _compile(self, tree: Path, headers: Path, out: Path) -> None:
+    def _compile(self, tree: Path, headers: Path, out: Path, arch: str) -> None:
         hostcmd.run(["gcc", "-static", "-O2", "-Wall", "-Wno-unused-function", "-D_GNU_SOURCE",
                      "-isystem", str(headers), "-I", str(tree / "tools" / "testing" /
                                                          "selftests"),
@@ -158,7 +162,7 @@ class VfioSuite(Suite):
     name = "vfio"
     folder = "tools/testing/selftests/vfio"
     kconfig = "vfio-test"
-    platforms = ("x86_64-vtd",)
+    platforms = ("x86_64-vtd", "aarch64-smmuv3")
     first_release = "6.18"
     marker = "tools/testing/selftests/vfio/Makefile"
     driver = "vfio-pci"
@@ -176,10 +180,10 @@ class VfioSuite(Suite):
                 "run on edu only, where vfio_pci_driver_test and the SR-IOV test skip (QEMU "
                 "8.0 and later has igb)")
 
-    def _compile(self, tree: Path, headers: Path, out: Path) -> None:
-        hostcmd.run(["make", "-C", str(tree / self.folder), f"OUTPUT={out}", "CC=gcc",
-                     f"KHDR_INCLUDES=-isystem {headers}", "LDFLAGS=-static -pthread",
-                     "ARCH=x86_64"], what=f"building {self.folder}", timeout=900)
+    def _compile(self, tree: Path, headers: Path, out: Path, arch: str) -> None:
+        hostcmd.run(["make", "-C", str(tree / self.folder), f"OUTPUT={out}",
+                     f"KHDR_INCLUDES=-isystem {headers}", *make_toolchain(arch)],
+                    what=f"building {self.folder}", timeout=900)
         for leftover in out.iterdir():  # objects and dependency files: not programs
             if leftover.is_dir():
                 hostcmd.run(["rm", "-rf", str(leftover)], what="cleaning up", timeout=60)
@@ -205,6 +209,35 @@ class VfioSuite(Suite):
                 runs.append(Invocation(p, f"VFIO_SELFTESTS_BDF={bdf} {p.guest_path}"
                                           f"{_only(tests)}", f"vfio {d.id}", skip))
         return runs
+
+
+def make_toolchain(arch: str, host_arch: str | None = None) -> list[str]:
+    """The VFIO suite's make variables for ``arch``: static, and across architectures the cross
+    compiler with an arm64 libuuid beside it (the cross toolchain has only the C library)."""
+    if arch == (host_arch or os.uname().machine):
+        return ["CC=gcc", f"ARCH={arch}", "LDFLAGS=-static -pthread"]
+    root = cross_uuid_root(DEBIAN_ARCH[arch])
+    return [f"CC={CROSS_COMPILE[arch]}gcc", f"ARCH={KBUILD_ARCH[arch]}",
+            f"EXTRA_CFLAGS=-I{root}/usr/include",
+            f"LDFLAGS=-static -pthread -L{root}/usr/lib/{GNU_TYPE[arch]}"]
+
+
+def cross_uuid_root(debian_arch: str) -> Path:
+    """Debian's uuid-dev for another architecture, of the host's own version (so built against
+    the C library the host's cross toolchain has), unpacked once into the cache."""
+    version = hostcmd.run(["dpkg-query", "-W", "-f=${Version}", "uuid-dev"],
+                          what="dpkg-query uuid-dev (make deps installs it)").strip()
+    entry = cache.cache_root() / "sysroots" / f"uuid-dev-{debian_arch}-{version}"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+
+    def make(tmp: Path) -> None:
+        download_packages([f"uuid-dev:{debian_arch}={version}"], tmp,
+                          f"uuid-dev for {debian_arch}")
+        deb = next(tmp.glob("uuid-dev_*.deb"))
+        hostcmd.run(["dpkg-deb", "-x", str(deb), str(tmp / "root")], what=f"unpacking {deb}")
+        deb.unlink()
+
+    return cache.ensure_dir(entry, make) / "root"
 
 
 SUITE_TYPES: dict[str, type[Suite]] = {"iommufd": IommufdSuite, "vfio": VfioSuite}

@@ -19,6 +19,7 @@ from harness.selftest_suites import (
     IommufdSuite,
     Program,
     VfioSuite,
+    make_toolchain,
     suite,
 )
 from harness.topology import load_topology
@@ -67,6 +68,17 @@ def test_a_suite_refuses_a_platform_and_a_tree_it_cannot_run_on(tmp_path: Path) 
         VfioSuite().check_tree(tmp_path)
     with pytest.raises(ConfigError, match=r"iommufd\.c.*6\.2 or later"):
         IommufdSuite().check_tree(tmp_path)
+
+
+def test_the_vfio_suite_builds_natively_or_with_the_cross_compiler(monkeypatch: pytest.MonkeyPatch,
+                                                                   tmp_path: Path) -> None:
+    assert make_toolchain("x86_64", "x86_64") == ["CC=gcc", "ARCH=x86_64",
+                                                  "LDFLAGS=-static -pthread"]
+    monkeypatch.setattr("harness.selftest_suites.cross_uuid_root", lambda arch: tmp_path)
+    cross = make_toolchain("aarch64", "x86_64")
+    assert cross[:2] == ["CC=aarch64-linux-gnu-gcc", "ARCH=arm64"]
+    assert f"-L{tmp_path}/usr/lib/aarch64-linux-gnu" in cross[3]
+    VfioSuite().check_platform(AARCH64_SMMUV3)  # runs there, unlike iommufd's
 
 
 HEAD = ScenarioResult(scenario="vfio edu0: p", file="selftest:vfio", platform="x86_64-vtd",
