@@ -28,13 +28,22 @@ def machine(qemu_binary: str) -> dict[str, object]:
     return {"cpu": _cpu_model(), "cores": os.cpu_count(), "qemu": qemu}
 
 
-def round_trips(run: object, n: int) -> list[float]:
+def round_trips(run: object, n: int, command: str = "true") -> list[float]:
     times = []
     for _ in range(n):
         t = time.perf_counter()
-        run("true")  # type: ignore[operator]
+        run(command)  # type: ignore[operator]
         times.append(time.perf_counter() - t)
     return times
+
+
+# A line of output, and 1 MiB (16 acknowledged chunks of the control channel's reply)
+ECHO, MIB = "echo ih-bench", "head -c 1048576 /dev/zero"
+
+
+def summary(times: list[float]) -> dict[str, float]:
+    return {"median": 1000 * statistics.median(times),
+            "p90": 1000 * sorted(times)[int(0.9 * len(times))], "n": len(times)}
 
 
 def bench(platform: str, kernel: str, boots: int, commands: int, accel: str) -> dict[str, object]:
@@ -50,16 +59,16 @@ def bench(platform: str, kernel: str, boots: int, commands: int, accel: str) -> 
     with Guest(prepare(request)) as g:
         assert g.serial is not None
         serial = round_trips(g.serial.run, commands)
+        echo = round_trips(g.serial.run, commands, ECHO)
+        mib = round_trips(g.serial.run, max(3, commands // 20), MIB)
         ssh = round_trips(g.ssh.run, commands)
     return {
         "platform": platform, "kernel": config.kernel.release, "accel": config.accel,
         **machine(config.platform.qemu_binary),
         "boot_to_shell_s": {"median": statistics.median(ready), "min": min(ready),
                             "max": max(ready), "n": boots},
-        "serial_rtt_ms": {"median": 1000 * statistics.median(serial),
-                          "p90": 1000 * sorted(serial)[int(0.9 * len(serial))], "n": commands},
-        "ssh_rtt_ms": {"median": 1000 * statistics.median(ssh),
-                       "p90": 1000 * sorted(ssh)[int(0.9 * len(ssh))], "n": commands},
+        "serial_rtt_ms": summary(serial), "serial_echo_ms": summary(echo),
+        "serial_1mib_ms": summary(mib), "ssh_rtt_ms": summary(ssh),
     }
 
 
@@ -81,11 +90,14 @@ def main() -> int:
     print(f"machine: {first['cpu']}, {first['cores']} cores, {first['qemu']}")
     for r in results:
         b, s, h = r["boot_to_shell_s"], r["serial_rtt_ms"], r["ssh_rtt_ms"]
+        e, m = r["serial_echo_ms"], r["serial_1mib_ms"]
         assert isinstance(b, dict) and isinstance(s, dict) and isinstance(h, dict)
+        assert isinstance(e, dict) and isinstance(m, dict)
         print(f"{r['platform']:<16} {r['kernel']:<24} {r['accel']:<4} "
               f"boot-to-shell median {b['median']:.2f}s (min {b['min']:.2f}, max {b['max']:.2f}, "
               f"n={b['n']})  'true' round trip: serial {s['median']:.1f} ms (p90 {s['p90']:.1f}),"
-              f" ssh {h['median']:.1f} ms (p90 {h['p90']:.1f})")
+              f" ssh {h['median']:.1f} ms (p90 {h['p90']:.1f}); serial 'echo' "
+              f"{e['median']:.1f} ms, 1 MiB of output {m['median']:.0f} ms")
     return 0
 
 

@@ -1,13 +1,14 @@
 """Wall time of the kernel's own selftests inside our guest (``iommu-harness selftest``), per
-suite and per program, beside the whole command's wall time (build found in the cache, image,
+suite and per fixture, beside the whole command's wall time (build found in the cache, image,
 boot, the programs).
 
 Usage: python bench/selftest.py --kernel DIR [--suite iommufd] [--suite vfio] [--repeat 1]
        [--json]
 
 The in-guest figure is the sum of the programs' run times as the guest's control channel
-measured them (each program's tests share its time evenly in results.json, so per-program sums
-are exact). Prints the machine: figures from another machine do not compare.
+measured them (each program's tests share its time evenly in results.json, so the sums per
+program are exact; a fixture's share within a program is by its number of tests). Prints the
+machine: figures from another machine do not compare.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ HARNESS = [sys.executable, "-m", "harness.cli"]
 
 
 def program_of(run: dict[str, str]) -> str:
-    """The program a result belongs to: the suite's label and the fixture (pure)."""
+    """The fixture a result belongs to, with the suite's label (pure)."""
     label, _, test = run["scenario"].partition(": ")
     return f"{label}: {test.split('.')[0]}"
 
