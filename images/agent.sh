@@ -7,24 +7,24 @@
 # the harness interrupts a command that overran its deadline that way.
 # QEMU drops what it cannot write to the console's socket at once (a virtconsole is never
 # throttled: hw/char/virtio-console.c, flush_buf), so a command's output goes to a file first
-# and is sent in chunks of 64 KiB, far below the socket's buffer: after each chunk but the last,
+# and is sent in chunks of 64 KiB, far below the socket's buffer: after each full chunk,
 # \036W<token>\036 asks the harness to say (a newline) that it has read everything so far.
 stty -echo -icanon -opost -icrnl -ixon -iexten isig min 1 time 0
 t=${HARNESS_TMP:-/tmp}  # where the agent keeps the current script and its output
 chunk=65536
-# send FILE TOKEN: the file, in chunks with a wait for the harness between them.
+# send FILE TOKEN: the file, a chunk at a time (dd: one process per chunk; its own report,
+# read back with the builtin read, says whether the chunk was full and another may follow),
+# with a wait for the harness after every full chunk.
 send() {
   [ -s "$1" ] || return 0
-  n=$(($(wc -c < "$1")))
-  if [ "$n" -le $chunk ]; then cat "$1"; return 0; fi
   i=0
-  while [ $((i * chunk)) -lt "$n" ]; do
-    if [ $i -gt 0 ]; then
-      printf '\036W%s\036' "$2"
-      read -r ack
-    fi
-    dd if="$1" bs=$chunk skip=$i count=1 2> /dev/null
+  while :; do
+    dd if="$1" bs=$chunk skip=$i count=1 2> "$t/.dd"
+    read -r rec < "$t/.dd"
+    case "$rec" in 1+0*) ;; *) return 0 ;; esac
     i=$((i + 1))
+    printf '\036W%s\036' "$2"
+    read -r ack
   done
 }
 trap 'intr=1' INT
