@@ -39,8 +39,6 @@ from .srctree import check_tree
 from .topology import device_bdf
 
 EXIT_OK, EXIT_FAILED = 0, 1
-# What each suite needs of the built kernel: a tree that cannot select it is one line.
-REQUIRED = {"iommufd": ("CONFIG_IOMMUFD_TEST", "y"), "vfio": ("CONFIG_VFIO_PCI", "m")}
 
 
 def add_selftest_arguments(p: argparse.ArgumentParser) -> None:
@@ -97,13 +95,14 @@ def cmd_selftest(args: argparse.Namespace) -> int:
     for s in suites:
         s.check_tree(tree)
     devices = qemu_devices(platform.qemu_binary)
+    version = qemu_version(platform.qemu_binary)
     for s in suites:
-        if line := s.notice(devices, qemu_version(platform.qemu_binary)):
+        if line := s.notice(devices, version):
             print(f"iommu-harness: {line}", file=sys.stderr)
     fragments = tuple(s.kconfig for s in suites)
     kernel = source_kernel(str(tree), platform, fragments)
     for s in suites:
-        option, wanted = REQUIRED[s.name]
+        option, wanted = s.required
         if kernel.config().get(option) not in (wanted, "y"):
             raise ConfigError(f"the kernel tree {tree} cannot build {option[7:]} (the {s.name} "
                               "selftest needs it)",
@@ -145,8 +144,10 @@ def _run_suite(config: GuestConfig, s: Suite, programs: Sequence[Program],
         if s.driver:
             for d in topo.devices:
                 guest.bind(device_bdf(topo, d), s.driver)
-        sriov = [d.id for d in topo.devices if guest.run(
-            f"[ -e /sys/bus/pci/devices/{device_bdf(topo, d)}/sriov_totalvfs ]").exit_code == 0]
+        ids = {device_bdf(topo, d): d.id for d in topo.devices}
+        sriov = [ids[b] for b in guest.check(
+            f"for b in {' '.join(ids)}; do [ ! -e /sys/bus/pci/devices/$b/sriov_totalvfs ] "
+            "|| echo $b; done").split()]
         console = str(guest.console_log)
         head = replace(head, console_log=console)
         for inv in s.invocations(programs, topo, args.test, sriov):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -77,6 +78,7 @@ class Suite(ABC):
     kconfig: ClassVar[str]  # the optional fragment (images/kconfig/) it needs
     platforms: ClassVar[tuple[str, ...]]
     first_release: ClassVar[str]  # for the error where a tree lacks the suite
+    required: ClassVar[tuple[str, str]]  # the option the built kernel needs, and its value
     driver: ClassVar[str | None] = None  # every device of the topology is bound to it first
     memory_mb: ClassVar[int | None] = None  # the guest's memory, where the platform's is short
 
@@ -140,6 +142,7 @@ class IommufdSuite(Suite):
     kconfig = "iommufd-test"
     platforms = ("x86_64-vtd",)
     first_release = "6.2"
+    required = ("CONFIG_IOMMUFD_TEST", "y")
     SOURCE = marker = "tools/testing/selftests/iommu/iommufd.c"
 
     def _compile(self, tree: Path, headers: Path, out: Path, arch: str) -> None:
@@ -164,6 +167,7 @@ class VfioSuite(Suite):
     kconfig = "vfio-test"
     platforms = ("x86_64-vtd", "aarch64-smmuv3")
     first_release = "6.18"
+    required = ("CONFIG_VFIO_PCI", "m")
     marker = "tools/testing/selftests/vfio/Makefile"
     driver = "vfio-pci"
     # vfio_pci_driver_test maps (and so pins) 1 GiB and 2 MiB of shared memory
@@ -186,7 +190,7 @@ class VfioSuite(Suite):
                     what=f"building {self.folder}", timeout=900)
         for leftover in out.iterdir():  # objects and dependency files: not programs
             if leftover.is_dir():
-                hostcmd.run(["rm", "-rf", str(leftover)], what="cleaning up", timeout=60)
+                shutil.rmtree(leftover)
             elif leftover.suffix in (".o", ".d"):
                 leftover.unlink()
 
